@@ -1,0 +1,153 @@
+"""The ``mtpeft`` command: parse arguments and YAML, then call one recipe per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mtpeft.config import default_config_path, load_yaml, parse_override, resolve_config
+from mtpeft.errors import MtpeftError
+from mtpeft.reporting import format_ledger, format_metrics
+
+# shortcut flag -> dotted config key (every other option: --set key=value)
+SHORTCUTS: list[tuple[str, str, type, str]] = [
+    ("--backbone", "backbone.name", str, "default | minilm | smollm2 | tiny-bert | tiny-llama | DIR | FILE.gguf | hub id"),
+    ("--pooling", "backbone.pooling", str, "mean | cls | pooler | last"),
+    ("--max-len", "backbone.max_len", int, "tokens per input"),
+    ("--method", "method.name", str, "PEFT method (see 'mtpeft list')"),
+    ("--epochs", "training.epochs", int, "training epochs"),
+    ("--steps-per-epoch", "training.steps_per_epoch", int, "optimisation steps per epoch (default: sampler's epoch)"),
+    ("--batch-size", "training.batch_size", int, "training batch size per task"),
+    ("--lr", "training.lr", float, "learning rate"),
+    ("--sampler", "training.sampler", str, "round_robin | proportional | temperature"),
+    ("--weighting", "training.weighting", str, "equal | learned_softmax | uncertainty"),
+    ("--max-train-per-task", "training.max_train_per_task", int, "cap on training examples per task"),
+    ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
+    ("--seed", "training.seed", int, "random seed"),
+    ("--output", "output_dir", str, "run directory"),
+    ("--data", "vars.data", str, "root of the full data (${data} in configs; default ../shared/data)"),
+]
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train one shared PEFT module + task heads, then evaluate",
+                       description="Train on the tasks of a YAML config (default: the bundled sample of all four tasks).")
+    p.add_argument("--config", "-c", type=Path, default=None, help="YAML run config (default: bundled default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set training.warmup=0.05 --set method.r=8")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the config's tasks")
+    for flag, _, kind, text in SHORTCUTS:
+        p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--skip-bad-records", action="store_true", help="skip (and count) malformed records instead of stopping")
+    p.add_argument("--no-bf16", action="store_true", help="train and evaluate in float32")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+
+def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    overrides = [parse_override(text) for text in args.overrides]
+    for flag, key, _, _ in SHORTCUTS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.append((key, value))
+    if args.skip_bad_records:
+        overrides.append(("training.skip_bad_records", True))
+    if args.no_bf16:
+        overrides.append(("training.bf16", False))
+    if args.no_progress:
+        overrides.append(("training.progress", False))
+    return overrides
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from mtpeft.recipes import train
+
+    data = load_yaml(args.config or default_config_path())
+    if args.tasks:
+        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        missing = [t for t in wanted if t not in (data.get("tasks") or {})]
+        if missing:
+            raise MtpeftError(f"task(s) {', '.join(missing)} not in the config; it has: {', '.join(data.get('tasks') or {})}")
+        data["tasks"] = {t: data["tasks"][t] for t in wanted}
+    config = resolve_config(data, collect_overrides(args))
+    result = train(config, command="mtpeft " + shlex.join(sys.argv[1:]))
+    print(format_metrics(result["metrics"]))
+    print(format_ledger(result["ledger"]))
+    print(f"run directory: {result['run_dir']}")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from mtpeft.recipes import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.output)
+    print(format_metrics(metrics))
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from mtpeft.recipes import predict
+
+    output = args.output or args.run_dir / f"predictions_{args.task}.{'jsonl' if args.task == 'search' else 'txt'}"
+    count = predict(args.run_dir, args.task, args.file, output, {"functions": args.functions, "corpus": args.corpus})
+    print(f"wrote {count} predictions to {output}")
+
+
+def run_list(args: argparse.Namespace) -> None:
+    from mtpeft.model.backbone import SHORTCUTS as BACKBONES
+    from mtpeft.model.methods import METHODS
+    from mtpeft.tasks import TASKS
+    from mtpeft.training.samplers import SAMPLERS
+    from mtpeft.training.weighting import WEIGHTINGS
+
+    print("tasks:      " + ", ".join(TASKS.names()))
+    print("methods:    " + ", ".join(METHODS.names()))
+    print("backbones:  " + ", ".join(BACKBONES) + ", or a directory / .gguf file / hub id")
+    print("samplers:   " + ", ".join(SAMPLERS.names()))
+    print("weightings: " + ", ".join(WEIGHTINGS.names()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    p = sub.add_parser("evaluate", help="reload a run directory and recompute its metrics")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--output", "-o", type=Path, default=None, help="also write the metrics to this JSON file")
+    p.set_defaults(func=run_evaluate)
+    p = sub.add_parser("predict", help="write CodeXGLUE-format predictions of one task for a JSONL file")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("file", type=Path, help="JSONL inputs (labels not needed)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--output", "-o", type=Path, default=None)
+    p.add_argument("--functions", default=None, help="clone: functions file for idx1/idx2 pairs")
+    p.add_argument("--corpus", default=None, help="search: rank against this corpus file instead of the file's own codes")
+    p.set_defaults(func=run_predict)
+    p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
+    p.set_defaults(func=run_list)
+    for name, func in EXTRA_COMMANDS.items():
+        func(sub)
+    return parser
+
+
+# later subcommands (e.g. prompt-baseline) register a parser builder here
+EXTRA_COMMANDS: dict[str, Callable[[Any], None]] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except MtpeftError as error:
+        print(f"mtpeft: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtpeft: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

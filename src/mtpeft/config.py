@@ -1,0 +1,196 @@
+"""Run configuration: dataclasses, YAML load/save, ``${var}`` paths and ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtpeft.errors import MtpeftError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "default"
+    pooling: str = "mean"
+    max_len: int = 256
+
+
+@dataclass
+class MethodConfig:
+    name: str = "lora"
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. r, alpha, dropout, target
+
+
+@dataclass
+class TaskConfig:
+    """Where a task's data is, plus task options (threshold, pos_weight, text_field, functions ...).
+
+    ``valid`` may be omitted: ``valid_fraction`` of ``train`` is then held out for validation.
+    ``extra`` holds more evaluation sets, reported as ``task/NAME`` (e.g. ``search/cosqa``).
+    """
+
+    train: Any = None
+    valid: Any = None
+    test: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    valid_fraction: float = 0.1
+
+
+@dataclass
+class TrainingConfig:
+    sampler: str = "round_robin"  # round_robin | proportional | temperature
+    temperature: float = 2.0
+    weighting: str = "learned_softmax"  # equal | learned_softmax | uncertainty
+    epochs: int = 3
+    steps_per_epoch: int | None = None  # None: the sampler's natural epoch
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    lr: float = 1.0e-4
+    head_lr: float | None = None  # None: same as lr
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    max_grad_norm: float = 1.0
+    bf16: bool = True
+    max_train_per_task: int | None = None
+    max_eval_per_task: int | None = None
+    bucket_window: int = 50  # batches whose examples are sorted by length together
+    seed: int = 42
+    skip_bad_records: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output_dir: str = "runs/latest"
+    vars: dict[str, str] = field(default_factory=dict)  # ${name} substitutions in paths
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["method"] = {"name": self.method.name, **self.method.options}
+        return data
+
+
+def sample_dir() -> Path:
+    """The compact real data sample that ships inside the package."""
+    return Path(str(resources.files("mtpeft") / "resources" / "sample"))
+
+
+def default_vars() -> dict[str, str]:
+    return {"sample": str(sample_dir()), "data": os.environ.get("MTPEFT_DATA", "../shared/data")}
+
+
+_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+def substitute(value: Any, variables: dict[str, str]) -> Any:
+    """Replace ``${name}`` in every string of a nested structure."""
+    if isinstance(value, str):
+        def lookup(match: re.Match) -> str:
+            if match.group(1) not in variables:
+                raise MtpeftError(f"unknown variable ${{{match.group(1)}}} in {value!r}; known: {', '.join(sorted(variables))}")
+            return variables[match.group(1)]
+
+        return _VAR.sub(lookup, value)
+    if isinstance(value, dict):
+        return {k: substitute(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, variables) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise MtpeftError(f"config section {where!r} must be a mapping, got {data!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise MtpeftError(f"unknown key(s) {', '.join(unknown)} in config section {where!r}; valid: {', '.join(sorted(names))}")
+    return cls(**data)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    data = dict(data or {})
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
+    if unknown:
+        raise MtpeftError(f"unknown top-level config key(s): {', '.join(unknown)}")
+    method = dict(data.get("method") or {})
+    tasks = data.get("tasks") or {}
+    if not isinstance(tasks, dict):
+        raise MtpeftError("config 'tasks' must map task names to their data")
+    return RunConfig(
+        backbone=_build(BackboneConfig, data.get("backbone"), "backbone"),
+        method=MethodConfig(name=method.pop("name", "lora"), options=method),
+        tasks={name: _build(TaskConfig, spec, f"tasks.{name}") for name, spec in tasks.items()},
+        training=_build(TrainingConfig, data.get("training"), "training"),
+        output_dir=str(data.get("output_dir", "runs/latest")),
+        vars={str(k): str(v) for k, v in (data.get("vars") or {}).items()},
+    )
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``training.epochs`` -> data["training"]["epochs"] = value (creating mappings as needed)."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise MtpeftError(f"cannot set {key!r}: {part!r} is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value``, the value read as YAML (numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise MtpeftError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise MtpeftError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise MtpeftError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise MtpeftError(f"{path}: the config must be a mapping")
+    return data
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("mtpeft") / "resources" / "configs" / "default.yaml"))
+
+
+def resolve_config(data: dict[str, Any], overrides: list[tuple[str, Any]] = ()) -> RunConfig:
+    """Apply overrides, keep only the tasks asked for, substitute ``${vars}`` in paths."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    for key, value in overrides:
+        set_dotted(data, key, value)
+    variables = default_vars() | {str(k): str(v) for k, v in (data.get("vars") or {}).items()}
+    data["vars"] = variables
+    data["tasks"] = substitute(data.get("tasks") or {}, variables)
+    return from_dict(data)
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

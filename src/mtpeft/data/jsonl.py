@@ -1,0 +1,85 @@
+"""Read JSON Lines files (plain or .gz) record by record, naming file:line on every problem."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from mtpeft.errors import DataError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One parsed JSON object with where it came from, so later checks can name file:line too."""
+
+    path: Path
+    line: int
+    data: dict[str, Any]
+
+    def error(self, message: str) -> DataError:
+        return DataError(self.path, self.line, message)
+
+
+@dataclass
+class SkipCounter:
+    """Counts records skipped for being malformed when the user asked to skip rather than stop.
+
+    With ``enabled`` False (the default) the first bad record raises; the run never loses data silently.
+    """
+
+    enabled: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def handle(self, error: DataError) -> None:
+        if not self.enabled:
+            raise error
+        key = str(error.path)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.examples.setdefault(key, str(error))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self) -> dict[str, Any]:
+        return {"skipped": dict(self.counts), "first_error": dict(self.examples)}
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    # strict decoding: a non-UTF-8 byte is reported with its line, not replaced silently
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
+
+
+def read_jsonl(path: str | Path, skips: SkipCounter | None = None) -> Iterator[Record]:
+    """Yield every JSON object of a .jsonl / .jsonl.gz file; blank lines are ignored."""
+    path = Path(path)
+    skips = skips or SkipCounter()
+    if not path.exists():
+        raise DataError(path, None, "file not found")
+    line_no = 0
+    try:
+        with _open_text(path) as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    skips.handle(DataError(path, line_no, f"malformed JSON ({exc.msg} at column {exc.colno})"))
+                    continue
+                if not isinstance(data, dict):
+                    skips.handle(DataError(path, line_no, f"expected a JSON object, got {type(data).__name__}"))
+                    continue
+                yield Record(path, line_no, data)
+    except UnicodeDecodeError as exc:
+        raise DataError(path, line_no + 1, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(path, line_no + 1 if line_no else None, f"cannot read file ({exc})") from None

@@ -1,0 +1,66 @@
+"""Turn a task's data config into training examples and evaluation sets, within the budgets."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from mtpeft.config import TaskConfig, TrainingConfig
+from mtpeft.data.jsonl import SkipCounter
+from mtpeft.errors import MtpeftError
+from mtpeft.tasks.base import EvalSet, Task, TaskData, subsample
+
+
+def hold_out(examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Split training examples into (train, valid) for a task that ships no validation split."""
+    if not 0 < fraction < 1:
+        raise MtpeftError(f"valid_fraction must be between 0 and 1, got {fraction}")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, int(len(examples) * fraction))
+    valid = sorted(order[:cut])
+    train = sorted(order[cut:])
+    return [examples[i] for i in train], [examples[i] for i in valid]
+
+
+def extra_splits(value: Any) -> dict[str, Any]:
+    """An extra set is a test set, unless given as ``{valid: ..., test: ...}``."""
+    if isinstance(value, dict) and value and set(value) <= {"valid", "test"}:
+        return value
+    return {"test": value}
+
+
+def load_task_data(task: Task, spec: TaskConfig, training: TrainingConfig, skips: SkipCounter, with_train: bool = True) -> TaskData:
+    """Read the splits of one task; ``with_train=False`` (evaluation only) skips the training file
+    unless the validation split has to be held out of it."""
+    seed, cap = training.seed, training.max_eval_per_task
+    data = TaskData()
+    needs_train = with_train or spec.valid is None
+    if needs_train:
+        if spec.train is None:
+            raise MtpeftError(f"task {task.name}: no 'train' data given")
+        train = task.read_train(spec.train, skips)
+        if spec.valid is None:
+            train, held = hold_out(train, spec.valid_fraction, seed)
+            data.valid.append(task.evalset_from_examples(task.name, subsample(held, cap, seed)))
+        data.train = subsample(train, training.max_train_per_task, seed) if with_train else []
+    if spec.valid is not None:
+        data.valid.append(task.read_eval(task.name, spec.valid, skips, cap, seed))
+    if spec.test is not None:
+        data.test.append(task.read_eval(task.name, spec.test, skips, cap, seed))
+    for name, value in spec.extra.items():
+        for split, source in extra_splits(value).items():
+            getattr(data, split).append(task.read_eval(f"{task.name}/{name}", source, skips, cap, seed))
+    return data
+
+
+def describe(data: TaskData) -> dict[str, Any]:
+    """Sizes, for logs and the ledger."""
+    def size(evalset: EvalSet) -> int:
+        return len(getattr(evalset.data, "queries", evalset.data))
+
+    return {
+        "train": len(data.train),
+        "valid": {s.name: size(s) for s in data.valid},
+        "test": {s.name: size(s) for s in data.test},
+    }

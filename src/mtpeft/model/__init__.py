@@ -1,0 +1,1 @@
+"""The model: a backbone (with a PEFT method applied) plus one head per task."""

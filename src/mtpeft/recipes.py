@@ -1,0 +1,160 @@
+"""Thin recipes over the components: train, evaluate a run directory, predict with a run.
+
+Run directory layout::
+
+    config.yaml        the resolved configuration        metrics.json  valid + test metrics
+    checkpoint/        adapter/ (method's own format), heads.safetensors, state.json
+    ledger.json        parameters, adapter bytes, wall seconds, peak RSS, tokens, tokens/s
+    history.json       per-epoch validation           tb/          TensorBoard events
+    README.md          model card                      data_report.json  skipped records, sizes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtpeft.config import RunConfig, from_dict, load_yaml, save_config
+from mtpeft.data.jsonl import SkipCounter
+from mtpeft.data.loading import describe, load_task_data
+from mtpeft.errors import MtpeftError
+from mtpeft.evaluation.evaluate import evaluate_sets
+from mtpeft.model.build import build_model
+from mtpeft.model.multitask import MultiTaskModel
+from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
+from mtpeft.tasks import EvalContext, Task, TaskData, build_task
+from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
+from mtpeft.training.loop import Trainer, bf16_supported, seed_everything
+from mtpeft.training.weighting import build_weighting
+
+
+def build_tasks(config: RunConfig) -> dict[str, Task]:
+    if not config.tasks:
+        raise MtpeftError("no tasks configured")
+    return {name: build_task(name, spec.options) for name, spec in config.tasks.items()}
+
+
+def load_data(config: RunConfig, tasks: dict[str, Task], with_train: bool) -> tuple[dict[str, TaskData], SkipCounter]:
+    skips = SkipCounter(enabled=config.training.skip_bad_records)
+    data = {name: load_task_data(task, config.tasks[name], config.training, skips, with_train) for name, task in tasks.items()}
+    if skips.total:
+        print(f"skipped {skips.total} malformed record(s): {skips.counts}", file=sys.stderr)
+    return data, skips
+
+
+def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
+    t = config.training
+    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, t.bf16 and bf16_supported(), t.progress)
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
+    """Rebuild a trained model from its run directory (backbone reloaded, method + heads attached)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise MtpeftError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = from_dict(load_yaml(run_dir / "config.yaml"))
+    tasks = build_tasks(config)
+    ckpt = checkpoint_dir(run_dir)
+    model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
+    load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks))})
+    state = load_state(ckpt)
+    for name, task in tasks.items():
+        task.load_state(state.get("tasks", {}).get(name, {}))
+    model.eval()
+    return config, tasks, model
+
+
+def test_and_valid_metrics(config: RunConfig, tasks: dict[str, Task], model: MultiTaskModel, data: dict[str, TaskData]) -> dict[str, Any]:
+    ctx = eval_context(config, model.backbone.tokenizer)
+    return {
+        "valid": evaluate_sets(model, tasks, {n: d.valid for n, d in data.items()}, ctx),
+        "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx),
+    }
+
+
+def train(config: RunConfig, command: str = "") -> dict[str, Any]:
+    """Train, keep the best checkpoint, reload it from disk and evaluate valid + test sets."""
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    if command:
+        (run_dir / "command.txt").write_text(command + "\n", encoding="utf-8")
+    ledger = Ledger()
+    seed_everything(config.training.seed)
+    tasks = build_tasks(config)
+    with ledger.phase("load_data"):
+        data, skips = load_data(config, tasks, with_train=True)
+    sizes = {name: describe(d) for name, d in data.items()}
+    write_json(run_dir / "data_report.json", {"sizes": sizes} | skips.report())
+    with ledger.phase("load_model"):
+        model, method = build_model(config, tasks)
+    ledger.record_parameters(model.parameter_counts())
+
+    def save_best(weighting: torch.nn.Module, state: dict[str, Any]) -> None:
+        state = state | {"tasks": {name: task.state() for name, task in tasks.items()}}
+        save_checkpoint(run_dir, model, method, {"loss_weighting": weighting}, state)
+
+    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, run_dir / "tb")
+    with ledger.phase("train_and_validate"):
+        result = trainer.fit()
+    write_json(run_dir / "history.json", [dataclasses.asdict(r) for r in result.history])
+    # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
+    with ledger.phase("reload"):
+        del model, trainer
+        config_loaded, tasks, model = load_run(run_dir)
+    with ledger.phase("evaluate"):
+        metrics = test_and_valid_metrics(config_loaded, tasks, model, data)
+    write_json(run_dir / "metrics.json", metrics)
+    train_seconds = ledger.phases["train_and_validate"]
+    ledger.values |= {
+        "backbone": config.backbone.name,
+        "method": config.method.name,
+        "tasks": list(tasks),
+        "bf16": trainer_bf16(config),
+        "epochs": config.training.epochs,
+        "steps": result.steps,
+        "best_epoch": result.best_epoch,
+        "best_valid_score": result.best_score,
+        "adapter_bytes": directory_bytes(checkpoint_dir(run_dir) / ADAPTER),
+        "heads_bytes": (checkpoint_dir(run_dir) / "heads.safetensors").stat().st_size,
+        "train_tokens": result.tokens,
+        "train_tokens_per_second": round(result.tokens / max(train_seconds, 1e-9), 1),
+        "skipped_records": skips.total,
+    }
+    ledger_dict = ledger.to_dict()
+    write_json(run_dir / "ledger.json", ledger_dict)
+    (run_dir / "README.md").write_text(model_card(config.to_dict(), metrics, ledger_dict, sizes), encoding="utf-8")
+    return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir)}
+
+
+def trainer_bf16(config: RunConfig) -> bool:
+    return config.training.bf16 and bf16_supported()
+
+
+def evaluate_run(run_dir: Path, output: Path | None = None) -> dict[str, Any]:
+    """Reload a run and recompute its valid and test metrics (written to ``output`` if given)."""
+    config, tasks, model = load_run(run_dir)
+    data, _ = load_data(config, tasks, with_train=False)
+    metrics = test_and_valid_metrics(config, tasks, model, data)
+    if output:
+        write_json(Path(output), metrics)
+    return metrics
+
+
+def predict(run_dir: Path, task_name: str, input_path: Path, output: Path, options: dict[str, Any]) -> int:
+    """Write a CodeXGLUE-style prediction file for one task; returns the number of predictions."""
+    config, tasks, model = load_run(run_dir)
+    if task_name not in tasks:
+        raise MtpeftError(f"the run at {run_dir} has no {task_name!r} head; its tasks: {', '.join(tasks)}")
+    task = tasks[task_name]
+    skips = SkipCounter(enabled=config.training.skip_bad_records)
+    merged = dict(config.tasks[task_name].options) | {k: v for k, v in options.items() if v}
+    inputs = task.read_predict(Path(input_path), skips, merged)
+    lines = task.predict_lines(model, inputs, eval_context(config, model.backbone.tokenizer))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)

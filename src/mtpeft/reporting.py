@@ -1,0 +1,32 @@
+"""Plain-text tables for the terminal: per-task metrics and the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
+    sets = sorted({name for split in metrics.values() for name in split})
+    names = ["accuracy", "f1", "precision", "recall", "mrr"]
+    header = f"{'split':<6} {'set':<16} " + " ".join(f"{n:>9}" for n in names)
+    lines = [header, "-" * len(header)]
+    for split in ("valid", "test"):
+        for name in sets:
+            values = metrics.get(split, {}).get(name)
+            if values is None:
+                continue
+            cells = " ".join(f"{values[n]:>9.4f}" if n in values else f"{'':>9}" for n in names)
+            lines.append(f"{split:<6} {name:<16} {cells}")
+    return "\n".join(lines)
+
+
+def format_ledger(ledger: dict[str, Any]) -> str:
+    params = ledger.get("parameters", {})
+    wall = ledger.get("wall_seconds", {})
+    return "\n".join([
+        f"parameters: {params.get('trainable', 0):,} trainable of {params.get('total', 0):,} "
+        f"({params.get('trainable_percent', 0)}%); method {params.get('method_trainable', 0):,}, heads {params.get('heads', 0):,}",
+        f"adapter bytes: {ledger.get('adapter_bytes', 0):,}; peak RSS {ledger.get('peak_rss_mb', 0)} MB; "
+        f"train tokens {ledger.get('train_tokens', 0):,} ({ledger.get('train_tokens_per_second', 0)} tokens/s)",
+        "wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in wall.items()),
+    ])

@@ -1,0 +1,92 @@
+"""The run directory: layout, ledger (parameters, bytes, time, memory, tokens) and model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file so a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+@dataclass
+class Ledger:
+    """What a run cost: filled in as phases run, written as ledger.json."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def record_parameters(self, counts: dict[str, int]) -> None:
+        self.values["parameters"] = counts | {
+            "trainable_percent": round(100.0 * counts["trainable"] / max(counts["total"], 1), 4),
+            "method_trainable_percent": round(100.0 * counts["method_trainable"] / max(counts["backbone_total"], 1), 4),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.values | {
+            "wall_seconds": self.phases,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        }
+
+
+def model_card(config: dict[str, Any], metrics: dict[str, Any], ledger: dict[str, Any], data_sizes: dict[str, Any]) -> str:
+    """A README.md for the run directory: what was trained, on what, and how well it did."""
+    params = ledger.get("parameters", {})
+    lines = [
+        "# mtpeft run",
+        "",
+        f"- backbone: `{config['backbone']['name']}` (pooling {config['backbone']['pooling']}, max_len {config['backbone']['max_len']})",
+        f"- method: `{config['method']['name']}` {json.dumps({k: v for k, v in config['method'].items() if k != 'name'})}",
+        f"- tasks: {', '.join(config['tasks'])}",
+        f"- trainable parameters: {params.get('trainable', '?'):,} of {params.get('total', '?'):,} "
+        f"({params.get('trainable_percent', '?')}%; method alone {params.get('method_trainable', '?'):,}, "
+        f"heads {params.get('heads', '?'):,}); adapter bytes {ledger.get('adapter_bytes', '?'):,}",
+        f"- training: {json.dumps(config['training'])}",
+        "",
+        "## Data",
+        "",
+        "| task | train | valid | test | sources |",
+        "|---|---|---|---|---|",
+    ]
+    for name, spec in config["tasks"].items():
+        sizes = data_sizes.get(name, {})
+        sources = ", ".join(f"{k}: `{v}`" for k, v in spec.items() if k in ("train", "valid", "test", "extra") and v)
+        lines.append(f"| {name} | {sizes.get('train', '')} | {sizes.get('valid', '')} | {sizes.get('test', '')} | {sources} |")
+    lines += ["", "## Metrics", "", "| split | set | metrics |", "|---|---|---|"]
+    for split in ("valid", "test"):
+        for name, values in metrics.get(split, {}).items():
+            lines.append(f"| {split} | {name} | {', '.join(f'{k} {v:.4f}' for k, v in values.items())} |")
+    lines += ["", "Reload with `mtpeft evaluate RUN_DIR`; predict with `mtpeft predict RUN_DIR --task TASK FILE`.", ""]
+    return "\n".join(lines)

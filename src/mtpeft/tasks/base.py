@@ -1,0 +1,130 @@
+"""The Task protocol: everything that is specific to one code-analysis task lives behind it.
+
+A task never knows which backbone or PEFT method is used; it only calls ``model.encode`` (pooled
+states) and its own head ``model.heads[task.name]``.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from mtpeft.data import SkipCounter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mtpeft.model.multitask import MultiTaskModel
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class EvalContext:
+    """How to run the model at evaluation time (shared by all tasks)."""
+
+    tokenizer: Any
+    max_len: int
+    batch_size: int = 64
+    bf16: bool = False
+    show_progress: bool = True
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+
+@dataclass
+class EvalSet:
+    """One evaluation set of a task: ``name`` is the task name or ``task/set`` for extra sets."""
+
+    name: str
+    data: Any
+
+
+@dataclass
+class TaskData:
+    train: list[Any] = field(default_factory=list)
+    valid: list[EvalSet] = field(default_factory=list)
+    test: list[EvalSet] = field(default_factory=list)
+
+
+def subsample(items: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded random subset (order kept), so budgets are repeatable."""
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def length_order(texts: Sequence[str]) -> list[int]:
+    """Indices sorted by text length: evaluation batches then pad little (and stay deterministic)."""
+    return sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+
+
+class Task(ABC):
+    """One code-analysis task: reading, batching, head, loss, evaluation and prediction files."""
+
+    name: ClassVar[str]
+    metric: ClassVar[str]  # the headline metric used for checkpoint selection
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    # ---- data -------------------------------------------------------------------------------
+    @abstractmethod
+    def read_train(self, source: Any, skips: SkipCounter) -> list[Any]:
+        """Training examples from a split description (usually a path)."""
+
+    @abstractmethod
+    def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
+        """An evaluation set from a split description (a path, or a dict of paths)."""
+
+    def evalset_from_examples(self, name: str, examples: Sequence[Any]) -> EvalSet:
+        """An evaluation set made of (held-out) training examples, for tasks without a valid split."""
+        return EvalSet(name, list(examples))
+
+    def text_length(self, example: Any) -> int:
+        """A cheap length proxy used to bucket training batches."""
+        return len(getattr(example, "text", ""))
+
+    # ---- model ------------------------------------------------------------------------------
+    @abstractmethod
+    def make_head(self, hidden_size: int) -> nn.Module: ...
+
+    @abstractmethod
+    def collate(self, examples: Sequence[Any], tokenizer: Any, max_len: int) -> Batch: ...
+
+    @abstractmethod
+    def loss(self, model: "MultiTaskModel", batch: Batch) -> torch.Tensor: ...
+
+    def prepare(self, train: Sequence[Any]) -> None:
+        """Look at the training set once before training (e.g. class balance); default: nothing."""
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]: ...
+
+    def calibrate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> None:
+        """Fit decision parameters on VALIDATION data (e.g. a threshold); default: nothing."""
+
+    def state(self) -> dict[str, Any]:
+        """Decision parameters saved with a checkpoint (e.g. the threshold chosen on validation)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ---- inference --------------------------------------------------------------------------
+    @abstractmethod
+    def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> Any:
+        """Inputs for ``mtpeft predict`` (labels not required)."""
+
+    @abstractmethod
+    def predict_lines(self, model: "MultiTaskModel", inputs: Any, ctx: EvalContext) -> list[str]:
+        """Prediction-file lines in the CodeXGLUE format of the task."""

@@ -1,0 +1,164 @@
+"""Shared machinery of the binary tasks (defect, clone, flaky): MLP head, BCE loss, thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mtpeft.data import SkipCounter, read_jsonl
+from mtpeft.data.jsonl import Record
+from mtpeft.errors import DataError, MtpeftError
+from mtpeft.evaluation.metrics import best_f1_threshold
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, length_order, subsample
+
+
+@dataclass(frozen=True)
+class Example:
+    """A single code snippet (``text_b`` is None) or a pair encoded jointly, with a 0/1 label."""
+
+    id: str
+    text: str
+    label: int | None
+    text_b: str | None = None
+
+
+class MLPHead(nn.Module):
+    """The study's classification head: h -> h/2 -> ReLU -> dropout -> 1 logit."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size // 2), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_size // 2, 1)
+        )
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled).squeeze(-1)
+
+
+class BinaryTask(Task):
+    """A task whose examples carry a 0/1 label and whose head outputs one logit.
+
+    Options: ``threshold`` (a number, or "tune" = the F1-best threshold on validation),
+    ``pos_weight`` (a number, or "auto" = negatives/positives of the training set, for imbalance),
+    ``dropout``.
+    """
+
+    default_threshold: Any = 0.5
+    default_pos_weight: Any = None
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.threshold_option = self.options.get("threshold", self.default_threshold)
+        self.threshold = 0.5 if self.threshold_option == "tune" else float(self.threshold_option)
+        self.pos_weight_option = self.options.get("pos_weight", self.default_pos_weight)
+        self.pos_weight: float | None = None
+        if self.pos_weight_option not in (None, "auto"):
+            self.pos_weight = float(self.pos_weight_option)
+
+    # ---- data -------------------------------------------------------------------------------
+    def parse(self, record: Record, require_label: bool = True) -> Example:
+        raise NotImplementedError
+
+    def read_examples(self, source: Any, skips: SkipCounter, require_label: bool = True) -> list[Example]:
+        if not isinstance(source, (str, Path)):
+            raise MtpeftError(f"task {self.name}: a split must be a file path, got {source!r}")
+        examples = []
+        for record in read_jsonl(source, skips):
+            try:
+                examples.append(self.parse(record, require_label))
+            except DataError as error:
+                skips.handle(error)
+        if not examples:
+            raise DataError(source, None, f"no usable {self.name} examples")
+        return examples
+
+    def read_train(self, source: Any, skips: SkipCounter) -> list[Example]:
+        return self.read_examples(source, skips)
+
+    def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
+        return EvalSet(name, subsample(self.read_examples(source, skips), limit, seed))
+
+    def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> list[Example]:
+        return self.read_examples(path, skips, require_label=False)
+
+    def text_length(self, example: Example) -> int:
+        return len(example.text) + len(example.text_b or "")
+
+    def prepare(self, train: Sequence[Example]) -> None:
+        if self.pos_weight_option == "auto":
+            positives = sum(e.label for e in train)
+            negatives = len(train) - positives
+            self.pos_weight = negatives / max(positives, 1)
+
+    # ---- model ------------------------------------------------------------------------------
+    def make_head(self, hidden_size: int) -> nn.Module:
+        return MLPHead(hidden_size, float(self.options.get("dropout", 0.1)))
+
+    def collate(self, examples: Sequence[Example], tokenizer: Any, max_len: int) -> Batch:
+        texts = [e.text for e in examples]
+        pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
+        inputs = tokenizer(
+            texts, pairs, truncation=True, max_length=max_len, padding=True, return_tensors="pt"
+        )
+        batch: Batch = {"inputs": {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}}
+        if all(e.label is not None for e in examples):
+            batch["labels"] = torch.tensor([e.label for e in examples], dtype=torch.float32)
+        return batch
+
+    def logits(self, model: Any, batch: Batch) -> torch.Tensor:
+        return model.heads[self.name](model.encode(batch["inputs"])).float()
+
+    def loss(self, model: Any, batch: Batch) -> torch.Tensor:
+        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight)
+        return nn.functional.binary_cross_entropy_with_logits(self.logits(model, batch), batch["labels"], pos_weight=weight)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def probabilities(self, model: Any, examples: Sequence[Example], ctx: EvalContext, desc: str) -> np.ndarray:
+        """P(label = 1) for every example, in the examples' order."""
+        order = length_order([e.text + (e.text_b or "") for e in examples])
+        probs = np.zeros(len(examples), dtype=np.float64)
+        model.eval()
+        starts = range(0, len(order), ctx.batch_size)
+        for start in tqdm(starts, desc=desc, leave=False, disable=not ctx.show_progress):
+            index = order[start : start + ctx.batch_size]
+            batch = self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len)
+            with ctx.autocast():
+                logits = self.logits(model, batch)
+            probs[index] = torch.sigmoid(logits).numpy()
+        return probs
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return (probs >= self.threshold).astype(int)
+
+    def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
+        probs = self.probabilities(model, evalset.data, ctx, f"eval {evalset.name}")
+        labels = np.array([e.label for e in evalset.data])
+        return self.score(labels, self.decide(probs))
+
+    def calibrate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> None:
+        if self.threshold_option == "tune":
+            probs = self.probabilities(model, evalset.data, ctx, f"calibrate {evalset.name}")
+            self.threshold = best_f1_threshold([e.label for e in evalset.data], probs)
+
+    def state(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "pos_weight": self.pos_weight}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.threshold = float(state.get("threshold", self.threshold))
+        self.pos_weight = state.get("pos_weight", self.pos_weight)
+
+    # ---- inference --------------------------------------------------------------------------
+    def predict_lines(self, model: Any, inputs: list[Example], ctx: EvalContext) -> list[str]:
+        """CodeXGLUE defect format: ``idx<TAB>prediction`` per line (clone overrides with a pair id)."""
+        predictions = self.decide(self.probabilities(model, inputs, ctx, f"predict {self.name}"))
+        return [f"{e.id}\t{p}" for e, p in zip(inputs, predictions)]

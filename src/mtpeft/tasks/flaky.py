@@ -1,0 +1,41 @@
+"""Flaky-test prediction: is this test method flaky? FlakeFlagger; F1 of the flaky class.
+
+Only ~3.7% of FlakeFlagger is flaky. By default the loss weighs positives by negatives/positives of
+the training set (``pos_weight: auto``) and the decision threshold is the F1-best one on the
+validation set (``threshold: tune``); the test set is never looked at for either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtpeft.data import binary_label, pick_text
+from mtpeft.data.fields import record_id
+from mtpeft.data.jsonl import Record
+from mtpeft.evaluation.metrics import binary_f1
+from mtpeft.tasks.binary import BinaryTask, Example
+from mtpeft.tasks.registry import register_task
+
+
+@register_task("flaky")
+class FlakyTask(BinaryTask):
+    name = "flaky"
+    metric = "f1"
+    description = "flaky-test prediction (FlakeFlagger): test method -> flaky?; F1"
+    default_threshold = "tune"
+    default_pos_weight = "auto"
+    label_fields = ("flaky", "label", "target")
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        # Flakify's test-smell-reduced ``final_code`` or the raw ``full_code``; configurable
+        chosen = self.options.get("text_field")
+        return (chosen,) if chosen else ("full_code", "final_code", "code", "func")
+
+    def parse(self, record: Record, require_label: bool = True) -> Example:
+        has_label = any(name in record.data for name in self.label_fields)
+        label = binary_label(record, self.label_fields) if require_label or has_label else None
+        return Example(record_id(record), pick_text(record, self.text_fields), label)
+
+    def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+        return binary_f1(labels, predictions)

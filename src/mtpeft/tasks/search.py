@@ -1,0 +1,212 @@
+"""Code search: natural-language query -> code. A bi-encoder trained with in-batch InfoNCE.
+
+Evaluation ranks every query against ALL codes of the evaluation set (CodeSearchNet / AdvTest
+style: each record is a query with its code) or against a separate corpus (CoSQA style:
+``{queries: FILE, corpus: FILE}``, queries carrying ``answer_idx``). The metric is MRR.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl
+from mtpeft.data.fields import record_id
+from mtpeft.data.jsonl import Record
+from mtpeft.errors import DataError, MtpeftError
+from mtpeft.evaluation.metrics import mrr
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, length_order, subsample
+from mtpeft.tasks.registry import register_task
+
+QUERY_FIELDS = ("query", "docstring", "doc", "nl", "question")
+CODE_FIELDS = ("code", "function", "func", "original_string")
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    query: str
+    code: str
+
+
+@dataclass
+class Ranking:
+    """Queries to rank against a corpus; ``answers[i]`` is the corpus index of query i's code."""
+
+    query_ids: list[str]
+    queries: list[str]
+    corpus_ids: list[str]
+    corpus: list[str]
+    answers: list[int]
+
+
+class SearchHead(nn.Module):
+    """Projection h -> 512 followed by L2 normalisation, shared by queries and codes."""
+
+    def __init__(self, hidden_size: int, dim: int = 512) -> None:
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.proj(pooled).float(), dim=-1)
+
+
+def ranking_from_pairs(pairs: Sequence[Pair]) -> Ranking:
+    ids = [p.id for p in pairs]
+    return Ranking(ids, [p.query for p in pairs], ids, [p.code for p in pairs], list(range(len(pairs))))
+
+
+@register_task("search")
+class SearchTask(Task):
+    name = "search"
+    metric = "mrr"
+    description = "code search (CodeSearchNet/AdvTest, CoSQA): query -> code; MRR over the whole set"
+
+    @property
+    def scale(self) -> float:
+        return float(self.options.get("scale", 20.0))
+
+    @property
+    def query_max_len(self) -> int:
+        return int(self.options.get("query_max_len", 64))
+
+    # ---- data -------------------------------------------------------------------------------
+    def parse_pair(self, record: Record) -> Pair | None:
+        """A (query, code) pair; a pair labelled 0 (CoSQA's non-matching pairs) is no positive."""
+        if "label" in record.data and binary_label(record, ("label",)) == 0:
+            return None
+        return Pair(record_id(record), pick_text(record, QUERY_FIELDS), pick_text(record, CODE_FIELDS))
+
+    def read_pairs(self, source: Any, skips: SkipCounter) -> list[Pair]:
+        pairs = []
+        for record in read_jsonl(source, skips):
+            try:
+                pair = self.parse_pair(record)
+            except DataError as error:
+                skips.handle(error)
+                continue
+            if pair is not None:
+                pairs.append(pair)
+        if not pairs:
+            raise DataError(source, None, "no usable query/code pairs")
+        return pairs
+
+    def read_train(self, source: Any, skips: SkipCounter) -> list[Pair]:
+        return self.read_pairs(source, skips)
+
+    def read_corpus_ranking(self, queries: Any, corpus: Any, skips: SkipCounter, require_answer: bool = True) -> Ranking:
+        corpus_ids, codes, position = [], [], {}
+        for record in read_jsonl(corpus, skips):
+            try:
+                if record.data.get("idx") is None:
+                    raise record.error("missing field: idx")
+                code = pick_text(record, CODE_FIELDS)
+            except DataError as error:
+                skips.handle(error)
+                continue
+            position[str(record.data["idx"])] = len(codes)
+            corpus_ids.append(str(record.data["idx"]))
+            codes.append(code)
+        query_ids, texts, answers = [], [], []
+        for record in read_jsonl(queries, skips):
+            try:
+                text = pick_text(record, QUERY_FIELDS)
+                answer = record.data.get("answer_idx", record.data.get("answer"))
+                if answer is None and require_answer:
+                    raise record.error("missing field: answer_idx (the corpus idx of the matching code)")
+                if answer is not None and str(answer) not in position:
+                    raise record.error(f"answer_idx {answer!r} is not an idx of the corpus {corpus}")
+            except DataError as error:
+                skips.handle(error)
+                continue
+            query_ids.append(record_id(record))
+            texts.append(text)
+            answers.append(position[str(answer)] if answer is not None else -1)
+        return Ranking(query_ids, texts, corpus_ids, codes, answers)
+
+    def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
+        if isinstance(source, dict):
+            if set(source) != {"queries", "corpus"}:
+                raise MtpeftError(f"search set {name}: expected {{queries: FILE, corpus: FILE}}, got keys {sorted(source)}")
+            ranking = self.read_corpus_ranking(source["queries"], source["corpus"], skips)
+            # a budget caps the queries; the corpus stays whole so MRR keeps its meaning
+            keep = subsample(range(len(ranking.queries)), limit, seed)
+            ranking.query_ids = [ranking.query_ids[i] for i in keep]
+            ranking.queries = [ranking.queries[i] for i in keep]
+            ranking.answers = [ranking.answers[i] for i in keep]
+            return EvalSet(name, ranking)
+        return EvalSet(name, ranking_from_pairs(subsample(self.read_pairs(source, skips), limit, seed)))
+
+    def evalset_from_examples(self, name: str, examples: Sequence[Pair]) -> EvalSet:
+        return EvalSet(name, ranking_from_pairs(examples))
+
+    def text_length(self, example: Pair) -> int:
+        return len(example.code)
+
+    # ---- model ------------------------------------------------------------------------------
+    def make_head(self, hidden_size: int) -> nn.Module:
+        return SearchHead(hidden_size, int(self.options.get("dim", 512)))
+
+    def tokenize(self, texts: Sequence[str], tokenizer: Any, max_len: int) -> dict[str, torch.Tensor]:
+        enc = tokenizer(list(texts), truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def collate(self, examples: Sequence[Pair], tokenizer: Any, max_len: int) -> Batch:
+        return {
+            "query": self.tokenize([e.query for e in examples], tokenizer, min(max_len, self.query_max_len)),
+            "code": self.tokenize([e.code for e in examples], tokenizer, max_len),
+        }
+
+    def embed_batch(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model.heads[self.name](model.encode(inputs))
+
+    def loss(self, model: Any, batch: Batch) -> torch.Tensor:
+        queries = self.embed_batch(model, batch["query"])
+        codes = self.embed_batch(model, batch["code"])
+        logits = self.scale * queries @ codes.T
+        return nn.functional.cross_entropy(logits, torch.arange(len(logits)))
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, model: Any, texts: Sequence[str], ctx: EvalContext, max_len: int, desc: str) -> np.ndarray:
+        order = length_order(texts)
+        vectors: np.ndarray | None = None
+        model.eval()
+        for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
+            index = order[start : start + ctx.batch_size]
+            with ctx.autocast():
+                out = self.embed_batch(model, self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len))
+            if vectors is None:
+                vectors = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
+            vectors[index] = out.float().numpy()
+        return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+
+    def scores(self, model: Any, ranking: Ranking, ctx: EvalContext, desc: str) -> np.ndarray:
+        queries = self.embed(model, ranking.queries, ctx, min(ctx.max_len, self.query_max_len), f"{desc} queries")
+        codes = self.embed(model, ranking.corpus, ctx, ctx.max_len, f"{desc} codes")
+        return queries @ codes.T
+
+    def evaluate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
+        return mrr(self.scores(model, evalset.data, ctx, f"eval {evalset.name}"), evalset.data.answers)
+
+    # ---- inference --------------------------------------------------------------------------
+    def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> Ranking:
+        if options.get("corpus"):
+            return self.read_corpus_ranking(path, options["corpus"], skips, require_answer=False)
+        return ranking_from_pairs(self.read_pairs(path, skips))
+
+    def predict_lines(self, model: Any, inputs: Ranking, ctx: EvalContext) -> list[str]:
+        """AdvTest format: one JSON object per query, ``{"url": query id, "answers": [top-100 code ids]}``."""
+        scores = self.scores(model, inputs, ctx, "predict search")
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
+        return [
+            json.dumps({"url": qid, "answers": [inputs.corpus_ids[j] for j in row]})
+            for qid, row in zip(inputs.query_ids, top)
+        ]

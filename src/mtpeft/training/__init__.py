@@ -1,0 +1,1 @@
+"""Training: task samplers, loss weighting, batching, checkpoints and the plain PyTorch loop."""

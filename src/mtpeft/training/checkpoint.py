@@ -1,0 +1,75 @@
+"""Atomic checkpoints: written under a temporary name, then swapped in by rename.
+
+An interrupted save leaves the previous checkpoint intact (``checkpoint/`` or, during the swap's
+two renames, ``.checkpoint.old/``, which loading falls back to). Weights are safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mtpeft.errors import MtpeftError
+from mtpeft.model.methods.base import Method
+
+CHECKPOINT = "checkpoint"
+ADAPTER = "adapter"
+HEADS = "heads.safetensors"
+STATE = "state.json"
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def save_checkpoint(run_dir: Path, model: Any, method: Method, extra_modules: dict[str, nn.Module], state: dict[str, Any]) -> Path:
+    """Save the method's weights (its own format), the heads (+ loss weights) and the JSON state."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.tmp-", dir=run_dir))
+    try:
+        method.save(model.backbone.model, tmp / ADAPTER)
+        tensors = {f"heads.{k}": v.detach().contiguous() for k, v in model.heads.state_dict().items()}
+        for name, module in extra_modules.items():
+            tensors |= {f"{name}.{k}": v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(tensors, str(tmp / HEADS))
+        (tmp / STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        _fsync_tree(tmp)
+        final, old = run_dir / CHECKPOINT, run_dir / ".checkpoint.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    for candidate in (run_dir / CHECKPOINT, run_dir / ".checkpoint.old"):
+        if (candidate / STATE).exists():
+            return candidate
+    raise MtpeftError(f"{run_dir}: no checkpoint found (is this a run directory of 'mtpeft train'?)")
+
+
+def load_heads(directory: Path, model: Any, extra_modules: dict[str, nn.Module] | None = None) -> None:
+    tensors = load_file(str(directory / HEADS))
+    heads = {k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")}
+    model.heads.load_state_dict(heads, strict=True)
+    for name, module in (extra_modules or {}).items():
+        module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}, strict=True)
+
+
+def load_state(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / STATE).read_text(encoding="utf-8"))
