@@ -26,6 +26,7 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--weighting", "training.weighting", str, "equal | learned_softmax | uncertainty"),
     ("--max-train-per-task", "training.max_train_per_task", int, "cap on training examples per task"),
     ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
+    ("--max-valid-per-task", "training.max_valid_per_task", int, "cap on validation examples per set (default: --max-eval-per-task)"),
     ("--seed", "training.seed", int, "random seed"),
     ("--output", "output_dir", str, "run directory"),
     ("--data", "vars.data", str, "root of the full data (${data} in configs; default ../shared/data)"),
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_predict)
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
     p.set_defaults(func=run_list)
+    from mtpeft.baselines.command import add_parser as add_prompt_baseline; add_prompt_baseline(sub)  # noqa: E702
     for name, func in EXTRA_COMMANDS.items():
         func(sub)
     return parser

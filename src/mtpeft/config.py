@@ -62,7 +62,8 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     bf16: bool = True
     max_train_per_task: int | None = None
-    max_eval_per_task: int | None = None
+    max_eval_per_task: int | None = None  # cap on every evaluation set (queries for search)
+    max_valid_per_task: int | None = None  # tighter cap for validation sets (None: max_eval_per_task)
     bucket_window: int = 50  # batches whose examples are sorted by length together
     seed: int = 42
     skip_bad_records: bool = False

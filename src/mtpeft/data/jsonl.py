@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from mtpeft.errors import DataError
 
@@ -50,22 +50,28 @@ class SkipCounter:
         return {"skipped": dict(self.counts), "first_error": dict(self.examples)}
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    # strict decoding: a non-UTF-8 byte is reported with its line, not replaced silently
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def read_jsonl(path: str | Path, skips: SkipCounter | None = None) -> Iterator[Record]:
-    """Yield every JSON object of a .jsonl / .jsonl.gz file; blank lines are ignored."""
+    """Yield every JSON object of a .jsonl / .jsonl.gz file; blank lines are ignored.
+
+    Lines are decoded one by one (strict UTF-8) so that a bad byte is reported with its own line.
+    """
     path = Path(path)
     skips = skips or SkipCounter()
     if not path.exists():
         raise DataError(path, None, "file not found")
     line_no = 0
     try:
-        with _open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
+        with _open_binary(path) as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    skips.handle(DataError(path, line_no, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -77,9 +83,7 @@ def read_jsonl(path: str | Path, skips: SkipCounter | None = None) -> Iterator[R
                     skips.handle(DataError(path, line_no, f"expected a JSON object, got {type(data).__name__}"))
                     continue
                 yield Record(path, line_no, data)
-    except UnicodeDecodeError as exc:
-        raise DataError(path, line_no + 1, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except (gzip.BadGzipFile, EOFError, OSError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(path, line_no + 1 if line_no else None, f"cannot read file ({exc})") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(path, line_no + 1, f"cannot read compressed file ({exc})") from None
+    except OSError as exc:
+        raise DataError(path, None, f"cannot read file ({exc})") from None

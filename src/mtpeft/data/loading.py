@@ -34,6 +34,7 @@ def load_task_data(task: Task, spec: TaskConfig, training: TrainingConfig, skips
     """Read the splits of one task; ``with_train=False`` (evaluation only) skips the training file
     unless the validation split has to be held out of it."""
     seed, cap = training.seed, training.max_eval_per_task
+    valid_cap = training.max_valid_per_task if training.max_valid_per_task is not None else cap
     data = TaskData()
     needs_train = with_train or spec.valid is None
     if needs_train:
@@ -42,15 +43,16 @@ def load_task_data(task: Task, spec: TaskConfig, training: TrainingConfig, skips
         train = task.read_train(spec.train, skips)
         if spec.valid is None:
             train, held = hold_out(train, spec.valid_fraction, seed)
-            data.valid.append(task.evalset_from_examples(task.name, subsample(held, cap, seed)))
+            data.valid.append(task.evalset_from_examples(task.name, subsample(held, valid_cap, seed)))
         data.train = subsample(train, training.max_train_per_task, seed) if with_train else []
     if spec.valid is not None:
-        data.valid.append(task.read_eval(task.name, spec.valid, skips, cap, seed))
+        data.valid.append(task.read_eval(task.name, spec.valid, skips, valid_cap, seed))
     if spec.test is not None:
         data.test.append(task.read_eval(task.name, spec.test, skips, cap, seed))
     for name, value in spec.extra.items():
         for split, source in extra_splits(value).items():
-            getattr(data, split).append(task.read_eval(f"{task.name}/{name}", source, skips, cap, seed))
+            limit = valid_cap if split == "valid" else cap
+            getattr(data, split).append(task.read_eval(f"{task.name}/{name}", source, skips, limit, seed))
     return data
 
 

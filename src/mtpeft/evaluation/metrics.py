@@ -41,22 +41,28 @@ def mrr(scores: np.ndarray, answers: Sequence[int]) -> dict[str, float]:
     return {"mrr": float(reciprocal_ranks(scores, answers).mean())}
 
 
-def best_f1_threshold(labels: Sequence[int], probabilities: Sequence[float]) -> float:
-    """The threshold t (predict positive when p >= t) that maximises positive-class F1.
+def best_threshold(labels: Sequence[int], probabilities: Sequence[float], metric: str = "f1") -> float:
+    """The threshold t (predict positive when p >= t) that maximises ``f1`` (positive class) or ``accuracy``.
 
     Used on validation data only. Sorting once makes every candidate threshold O(1).
     """
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     positives = labels.sum()
-    if positives == 0 or len(labels) == 0:
+    if len(labels) == 0 or (metric == "f1" and positives == 0):
         return 0.5
     order = np.argsort(-probabilities, kind="stable")
     sorted_p, sorted_y = probabilities[order], labels[order]
     true_pos = np.cumsum(sorted_y)
     predicted_pos = np.arange(1, len(labels) + 1)
-    f1 = 2 * true_pos / (predicted_pos + positives)
+    if metric == "f1":
+        score = 2 * true_pos / (predicted_pos + positives)
+    elif metric == "accuracy":
+        true_neg = (len(labels) - positives) - (predicted_pos - true_pos)
+        score = (true_pos + true_neg) / len(labels)
+    else:
+        raise ValueError(f"cannot tune a threshold for metric {metric!r}")
     # only the last index of a run of equal probabilities is a reachable cut
     last_of_tie = np.append(sorted_p[1:] != sorted_p[:-1], True)
-    f1 = np.where(last_of_tie, f1, -1.0)
-    return float(sorted_p[int(np.argmax(f1))])
+    score = np.where(last_of_tie, score, -1.0)
+    return float(sorted_p[int(np.argmax(score))])

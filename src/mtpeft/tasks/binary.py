@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from mtpeft.data import SkipCounter, read_jsonl
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
-from mtpeft.evaluation.metrics import best_f1_threshold
+from mtpeft.evaluation.metrics import best_threshold
 from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, length_order, subsample
 
 
@@ -44,7 +44,8 @@ class MLPHead(nn.Module):
 class BinaryTask(Task):
     """A task whose examples carry a 0/1 label and whose head outputs one logit.
 
-    Options: ``threshold`` (a number, or "tune" = the F1-best threshold on validation),
+    Options: ``threshold`` (a number, or "tune" = the threshold that maximises the task's headline
+    metric on validation),
     ``pos_weight`` (a number, or "auto" = negatives/positives of the training set, for imbalance),
     ``dropout``.
     """
@@ -148,7 +149,8 @@ class BinaryTask(Task):
     def calibrate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> None:
         if self.threshold_option == "tune":
             probs = self.probabilities(model, evalset.data, ctx, f"calibrate {evalset.name}")
-            self.threshold = best_f1_threshold([e.label for e in evalset.data], probs)
+            # the threshold that maximises this task's headline metric on validation data
+            self.threshold = best_threshold([e.label for e in evalset.data], probs, self.metric)
 
     def state(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "pos_weight": self.pos_weight}

@@ -48,8 +48,9 @@ class LearnedSoftmax(LossWeighting):
         weights = self._softmax()
         return sum(weights[task] * loss for task, loss in losses.items())
 
+    @torch.no_grad()
     def weights(self) -> dict[str, float]:
-        return {task: float(w) for task, w in self._softmax().items()}
+        return {task: w.item() for task, w in self._softmax().items()}
 
 
 @WEIGHTINGS.register("uncertainty")
@@ -62,8 +63,9 @@ class Uncertainty(LossWeighting):
         index = {task: i for i, task in enumerate(self.tasks)}
         return sum(torch.exp(-self.log_vars[index[t]]) * loss + self.log_vars[index[t]] for t, loss in losses.items())
 
+    @torch.no_grad()
     def weights(self) -> dict[str, float]:
-        return {task: float(torch.exp(-s)) for task, s in zip(self.tasks, self.log_vars)}
+        return {task: torch.exp(-s).item() for task, s in zip(self.tasks, self.log_vars)}
 
 
 def build_weighting(name: str, tasks: list[str]) -> LossWeighting:

@@ -1,0 +1,76 @@
+"""Samplers, loss weighting, bucketing, config overrides and checkpoint round trips."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from mtpeft.config import resolve_config
+from mtpeft.errors import MtpeftError
+from mtpeft.training.batching import BucketedBatches
+from mtpeft.training.samplers import build_sampler
+from mtpeft.training.weighting import build_weighting
+
+SIZES = {"defect": 30, "clone": 10, "search": 5, "flaky": 5}
+
+
+def test_round_robin_visits_every_task_each_step_for_the_largest_task():
+    sampler = build_sampler("round_robin", SIZES, seed=0, temperature=1.0)
+    steps = list(sampler.epoch())
+    assert len(steps) == 30
+    assert all(sorted(step) == sorted(SIZES) for step in steps)
+
+
+@pytest.mark.parametrize("name, temperature, power", [("proportional", 1.0, 1.0), ("temperature", 2.0, 0.5), ("temperature", 1000.0, 0.001)])
+def test_weighted_samplers_follow_their_proportions(name, temperature, power):
+    sampler = build_sampler(name, SIZES, seed=1, temperature=temperature)
+    counts = Counter(step[0] for _ in range(40) for step in sampler.epoch())
+    total = sum(counts.values())
+    assert total == 40 * sum(SIZES.values())
+    expected = {t: n ** power for t, n in SIZES.items()}
+    norm = sum(expected.values())
+    for task, weight in expected.items():
+        assert counts[task] / total == pytest.approx(weight / norm, abs=0.02)
+
+
+def test_unknown_sampler_lists_valid_ones():
+    with pytest.raises(MtpeftError, match="valid samplers: proportional, round_robin, temperature"):
+        build_sampler("random", SIZES, 0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["learned_softmax", "uncertainty"])
+def test_learnable_loss_weights_receive_gradients(name):
+    weighting = build_weighting(name, ["a", "b"])
+    losses = {"a": torch.tensor(2.0, requires_grad=True), "b": torch.tensor(0.5, requires_grad=True)}
+    weighting(losses).backward()
+    (param,) = list(weighting.parameters())
+    assert param.grad is not None and torch.all(param.grad != 0)
+    # the larger loss pulls its weight down (softmax) / its log-variance up (uncertainty)
+    assert (param.grad[0] > param.grad[1]) if name == "learned_softmax" else (param.grad[0] < param.grad[1])
+
+
+def test_learned_softmax_starts_as_the_plain_sum():
+    losses = {"a": torch.tensor(2.0), "b": torch.tensor(0.5)}
+    assert build_weighting("learned_softmax", ["a", "b"])(losses).item() == pytest.approx(2.5)
+    assert float(build_weighting("equal", ["a", "b"])(losses)) == pytest.approx(2.5)
+    assert list(build_weighting("equal", ["a"]).parameters()) == []
+
+
+def test_bucketed_batches_cover_everything_and_group_lengths():
+    examples = [("x" * n) for n in range(100)]
+    batches = BucketedBatches(examples, batch_size=10, length=len, seed=0, window=100)
+    one_pass = batches.one_pass()
+    assert sorted(len(e) for b in one_pass for e in b) == list(range(100))
+    assert all(max(map(len, b)) - min(map(len, b)) == 9 for b in one_pass)  # sorted window: neighbours together
+    assert len(batches) == 10
+    stream = iter(batches)
+    assert len([next(stream) for _ in range(25)]) == 25  # cycles (smaller tasks are resampled)
+
+
+def test_config_overrides_and_unknown_keys():
+    config = resolve_config({"tasks": {"defect": {"train": "${data}/d.jsonl"}}}, [("training.epochs", 5), ("method.r", 8), ("vars.data", "/x")])
+    assert config.training.epochs == 5
+    assert config.method.options == {"r": 8}
+    assert config.tasks["defect"].train == "/x/d.jsonl"
+    with pytest.raises(MtpeftError, match="unknown key\\(s\\) epoch in config section 'training'"):
+        resolve_config({"training": {"epoch": 3}})
