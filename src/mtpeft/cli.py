@@ -75,7 +75,7 @@ def run_train(args: argparse.Namespace) -> None:
         data["tasks"] = {t: data["tasks"][t] for t in wanted}
     config = resolve_config(data, collect_overrides(args))
     result = train(config, command="mtpeft " + shlex.join(sys.argv[1:]))
-    print(format_metrics(result["metrics"]))
+    print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
     print(format_ledger(result["ledger"]))
     print(f"run directory: {result['run_dir']}")
 

