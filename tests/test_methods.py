@@ -40,15 +40,6 @@ IDENTITY_AT_INIT = {"lora", "serial_adapter", "parallel_adapter", "ia3"}
 TEXTS = ["int main() { char buf[16]; strcpy(buf, argv[1]); return 0; }", "def f(x):\n    return x"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine intra-op threads spin (20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def backbone_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("backbones")

@@ -217,6 +217,11 @@ def test_local_backend_end_to_end_and_resume(tiny_lm, tmp_path):
     backend.generate = lambda conversations, n: calls.append(len(conversations)) or original(conversations, n)
     again = run_prompt_baseline(config, backend, prompts, Settings(shots=1, **SMALL), out)
     assert calls == [] and again["metrics"] == result["metrics"]
+    # a smaller cap is a subset of the seeded sample: answered from a shared cache file alone
+    smaller = Settings(shots=1, **SMALL | {"max_per_task": 2})
+    sub = run_prompt_baseline(config, backend, prompts, smaller, tmp_path / "sub", cache=out / "answers.jsonl")
+    assert calls == [] and sub["summary"]["sets"]["defect"]["examples"] == 2
+    assert not (tmp_path / "sub" / "answers.jsonl").exists()
     # a different shot count is a different cache entry
     run_prompt_baseline(sample_config(["defect"]), backend, prompts, Settings(shots=0, **SMALL), out)
     assert sum(calls) == 3
@@ -409,3 +414,6 @@ def test_cli_rejects_bad_options(capsys):
     assert "--top-k must be at least 1" in capsys.readouterr().err
     assert main(["prompt-baseline", "--backend", "openai", "--decision", "logprob", "--base-url", "http://127.0.0.1:9/v1"]) == 2
     assert "log-probability" in capsys.readouterr().err
+    assert main(["prompt-baseline", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                 "--api-key-env", "MTPEFT_TEST_UNSET_KEY"]) == 2
+    assert "MTPEFT_TEST_UNSET_KEY" in capsys.readouterr().err

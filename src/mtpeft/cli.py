@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import warnings
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -109,6 +110,20 @@ def run_list(args: argparse.Namespace) -> None:
     print("weightings: " + ", ".join(WEIGHTINGS.names()))
 
 
+def run_report(args: argparse.Namespace) -> None:
+    import json
+
+    from mtpeft.reporting import runs_table
+
+    runs = {}
+    for run in args.run_dirs:
+        try:
+            runs[run.name] = tuple(json.loads((run / f).read_text()) for f in ("metrics.json", "ledger.json"))
+        except FileNotFoundError as exc:
+            raise MtpeftError(f"{run}: not a finished run ({exc.filename} missing)") from None
+    print(runs_table(runs))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", default=None, help="clone: functions file for idx1/idx2 pairs")
     p.add_argument("--corpus", default=None, help="search: rank against this corpus file instead of the file's own codes")
     p.set_defaults(func=run_predict)
+    p = sub.add_parser("report", help="a markdown table comparing finished run directories")
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.set_defaults(func=run_report)
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
     p.set_defaults(func=run_list)
     from mtpeft.baselines.command import add_parser as add_prompt_baseline; add_prompt_baseline(sub)  # noqa: E702
@@ -138,6 +156,8 @@ EXTRA_COMMANDS: dict[str, Callable[[Any], None]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # peft calls a transformers property that transformers 5 deprecates; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

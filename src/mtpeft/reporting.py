@@ -31,3 +31,23 @@ def format_ledger(ledger: dict[str, Any]) -> str:
         f"train tokens {ledger.get('train_tokens', 0):,} ({ledger.get('train_tokens_per_second', 0)} tokens/s)",
         "wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in wall.items()),
     ])
+
+
+HEADLINE = [("defect", "accuracy"), ("clone", "f1"), ("search", "mrr"), ("search/cosqa", "mrr"), ("flaky", "f1")]
+
+
+def runs_table(runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """A markdown table comparing runs: name -> (metrics.json, ledger.json)."""
+    head = "| run | method | trainable % | adapter bytes | train s | total s | " + " | ".join(f"{s} {m}" for s, m in HEADLINE) + " |"
+    lines = [head, "|" + "---|" * (6 + len(HEADLINE))]
+    for name, (metrics, ledger) in runs.items():
+        params = ledger.get("parameters", {})
+        wall = ledger.get("wall_seconds", {})
+        cells = [
+            name, str(ledger.get("method", "")), f"{params.get('trainable_percent', 0):.3f}",
+            f"{ledger.get('adapter_bytes', 0):,}", f"{wall.get('train_and_validate', 0):.0f}", f"{sum(wall.values()):.0f}",
+        ]
+        test = metrics.get("test", {})
+        cells += [f"{test[s][m]:.4f}" if m in test.get(s, {}) else "" for s, m in HEADLINE]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -32,13 +32,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", default="smollm2",
                    help="local: smollm2 (SmolLM2-135M-Instruct, offline) | DIR | FILE.gguf | hub id; openai: the model name")
     p.add_argument("--base-url", default=None, help="openai: the API root, e.g. http://localhost:8000/v1")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                   help="openai: environment variable holding the API key (none sent when unset; default OPENAI_API_KEY)")
+    p.add_argument("--api-key-env", default=None,
+                   help="openai: environment variable holding the API key (must be set when given; default: "
+                        "OPENAI_API_KEY if set, else no key is sent, as local servers need none)")
     p.add_argument("--timeout", type=float, default=60.0, help="openai: seconds to wait for one answer (default 60)")
     p.add_argument("--retries", type=int, default=2, help="openai: retries after a 5xx / 429 / timeout / network error (default 2)")
     p.add_argument("--shots", type=int, default=0, help="demonstrations from the train split, picked by BM25 (default 0)")
     p.add_argument("--max-per-task", type=int, default=None,
                    help="cap on test examples per evaluation set (search: queries; the corpus stays whole); seeded sample")
+    p.add_argument("--max-queries", type=int, default=None, help="search: cap on queries per set (default: --max-per-task)")
     p.add_argument("--top-k", type=int, default=10, help="search: BM25 candidates re-ranked by the LLM per query (default 10)")
     p.add_argument("--max-input-tokens", type=int, default=None,
                    help="tokens of each test input (a clone pair shares them; default per task in the prompts file)")
@@ -56,6 +58,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--output", "-o", type=Path, default=Path("runs/prompting"),
                    help="folder for metrics.json, summary.json and answers.jsonl (the resumable cache)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="answers file to read and extend (default OUTPUT/answers.jsonl); share one between runs "
+                        "that ask the same questions, e.g. a smaller cap")
     p.set_defaults(func=run)
 
 
@@ -77,23 +82,25 @@ def run(args: argparse.Namespace) -> None:
         overrides.append(("training.skip_bad_records", True))
     config = resolve_config(data, overrides)
     for flag, value, low in (("--shots", args.shots, 0), ("--top-k", args.top_k, 1), ("--batch-size", args.batch_size, 1),
-                             ("--max-per-task", args.max_per_task, 1), ("--max-input-tokens", args.max_input_tokens, 8),
+                             ("--max-per-task", args.max_per_task, 1), ("--max-queries", args.max_queries, 1),
+                             ("--max-input-tokens", args.max_input_tokens, 8),
                              ("--shot-tokens", args.shot_tokens, 8), ("--context-tokens", args.context_tokens, 64),
                              ("--max-new-tokens", args.max_new_tokens, 1)):
         if value is not None and value < low:
             raise MtpeftError(f"{flag} must be at least {low}, got {value}")
     prompts = load_prompts(args.prompts)
     settings = Settings(
-        shots=args.shots, max_per_task=args.max_per_task, top_k=args.top_k, max_input_tokens=args.max_input_tokens,
+        shots=args.shots, max_per_task=args.max_per_task, max_queries=args.max_queries, top_k=args.top_k, max_input_tokens=args.max_input_tokens,
         shot_tokens=args.shot_tokens, context_tokens=args.context_tokens, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, decision=args.decision, seed=args.seed, progress=not args.no_progress,
     )
     backend = make_backend(
-        args.backend, args.model, threads=args.threads, base_url=args.base_url, api_key_env=args.api_key_env,
+        args.backend, args.model, threads=args.threads, base_url=args.base_url,
+        api_key_env=args.api_key_env or "OPENAI_API_KEY", api_key_required=args.api_key_env is not None,
         timeout=args.timeout, retries=args.retries, workers=args.batch_size,
     )
     result = run_prompt_baseline(config, backend, prompts, settings, args.output,
-                                 command="mtpeft " + shlex.join(sys.argv[1:]))
+                                 command="mtpeft " + shlex.join(sys.argv[1:]), cache=args.cache)
     print(format_table(result["metrics"], result["summary"]))
-    print(f"unparseable answers are scored as the negative class; answers: {args.output / 'answers.jsonl'}")
+    print(f"unparseable answers are scored as the negative class; answers: {result['summary']['answers']}")
     print(f"metrics: {args.output / 'metrics.json'}")

@@ -56,9 +56,12 @@ def load_prompts(path: str | Path | None = None) -> dict[str, Any]:
     prompts = load_yaml(default_prompts_path())
     if path is not None:
         user = load_yaml(path)
-        unknown = sorted(set(user) - {"system", "answer_yes", "answer_no", "max_new_tokens", "tasks"})
+        unknown = sorted(set(user) - {"system", "answer_yes", "answer_no", "max_new_tokens", "tasks"}, key=str)
         if unknown:
-            raise MtpeftError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: system, answer_yes, answer_no, max_new_tokens, tasks")
+            hint = " (YAML reads a bare yes/no key as true/false: use answer_yes / answer_no)" if any(
+                isinstance(k, bool) for k in unknown) else ""
+            raise MtpeftError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; valid: system, answer_yes, "
+                              f"answer_no, max_new_tokens, tasks{hint}")
         for key, value in user.items():
             if key == "tasks":
                 if not isinstance(value, dict):
@@ -93,6 +96,7 @@ def fill(template: str, values: dict[str, str]) -> str:
 class Settings:
     shots: int = 0
     max_per_task: int | None = None  # test examples (search: queries) per evaluation set
+    max_queries: int | None = None  # search: queries per evaluation set (None: max_per_task)
     top_k: int = 10
     max_input_tokens: int | None = None  # None: the template's value
     shot_tokens: int | None = None
@@ -190,12 +194,13 @@ def rerank_scores(lexical: np.ndarray, top: Sequence[int], llm: Sequence[float])
 # ---- the evaluation --------------------------------------------------------------------------------
 
 class Evaluator:
-    def __init__(self, backend: Backend, prompts: dict[str, Any], settings: Settings, output: Path) -> None:
+    def __init__(self, backend: Backend, prompts: dict[str, Any], settings: Settings, output: Path,
+                 cache: Path | None = None) -> None:
         self.backend = backend
         self.prompts = prompts
         self.settings = settings
         self.output = Path(output)
-        self.cache = AnswerCache(self.output / "answers.jsonl")
+        self.cache = AnswerCache(Path(cache) if cache is not None else self.output / "answers.jsonl")
         self.max_new_tokens = int(settings.max_new_tokens or prompts.get("max_new_tokens", 6))
         if settings.decision not in ("generate", "logprob"):
             raise MtpeftError(f"unknown --decision {settings.decision!r}; valid: generate, logprob")
@@ -306,6 +311,9 @@ class Evaluator:
                 bar.update(len(index))
         finally:
             bar.close()
+        for record in records:  # parse again: cached answers follow the current rules and words
+            if record is not None and record.get("p_yes") is None:
+                record["parsed"] = parse_yes_no(record["answer"], spec.get("positive_words", ()), spec.get("negative_words", ()))
         return [r for r in records if r is not None]
 
     def record(self, job: Job, sha: str, answer: str, score: float | None, spec: dict[str, Any]) -> dict[str, Any]:
@@ -353,7 +361,8 @@ class Evaluator:
         from mtpeft.tasks.base import subsample
 
         ranking = evalset.data
-        keep = subsample(range(len(ranking.queries)), self.settings.max_per_task, self.settings.seed)
+        cap = self.settings.max_queries if self.settings.max_queries is not None else self.settings.max_per_task
+        keep = subsample(range(len(ranking.queries)), cap, self.settings.seed)
         queries = [ranking.queries[i] for i in keep]
         answers = [ranking.answers[i] for i in keep]
         lexical = BM25Index(ranking.corpus).score_matrix(queries)
@@ -400,9 +409,10 @@ class Evaluator:
 
 
 def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, Any], settings: Settings, output: Path,
-                        command: str = "") -> dict[str, Any]:
+                        command: str = "", cache: Path | None = None) -> dict[str, Any]:
     """Evaluate ``backend`` on the test sets of the config's tasks; write metrics.json,
-    summary.json and answers.jsonl to ``output``; return the metrics."""
+    summary.json and the answers (``cache``, default OUTPUT/answers.jsonl) to ``output``;
+    return the metrics."""
     from mtpeft.data import SkipCounter
     from mtpeft.data.loading import load_task_data
     from mtpeft.runs import write_json
@@ -410,7 +420,7 @@ def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, 
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    evaluator = Evaluator(backend, prompts, settings, output)
+    evaluator = Evaluator(backend, prompts, settings, output, cache)
     skips = SkipCounter(enabled=config.training.skip_bad_records)
     # the whole test sets are read (no core budget); the cap is applied per set below, so that a
     # capped search set still ranks against its whole corpus
@@ -435,6 +445,7 @@ def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, 
     summary = {
         "command": command,
         "model": backend.key,
+        "answers": str(evaluator.cache.path),
         "settings": asdict(settings) | {"max_new_tokens": evaluator.max_new_tokens},
         "unparseable_scored_as": 0,
         "sets": evaluator.summary,
