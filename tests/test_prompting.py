@@ -30,14 +30,6 @@ DEFECT_WORDS = load_prompts()["tasks"]["defect"]
 POS, NEG = DEFECT_WORDS["positive_words"], DEFECT_WORDS["negative_words"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- parsing --------------------------------------------------------------------------------------
 
 PARSE_TABLE = [
@@ -208,6 +200,8 @@ def test_local_backend_end_to_end_and_resume(tiny_lm, tmp_path):
     assert len(defect) == 3 and summary["defect"]["unparseable"] == sum(r["parsed"] is None for r in defect)
     assert summary["search"]["prompts"] == 3 * 2 and summary["search"]["queries"] == 3
     assert summary["search"]["corpus"] > 3  # the cap limits queries, the corpus stays whole
+    assert 0 <= summary["defect"]["nearest_demo_agreement"] <= 1
+    assert "accuracy" in summary["defect"]["nearest_demo_label_scores"]
     for set_name in ("search", "search/cosqa"):
         # re-ranking only moves the top 2: the MRR can only differ from BM25's for those queries
         assert 0 < metrics["test"][set_name]["mrr"] <= 1
@@ -217,6 +211,7 @@ def test_local_backend_end_to_end_and_resume(tiny_lm, tmp_path):
     backend.generate = lambda conversations, n: calls.append(len(conversations)) or original(conversations, n)
     again = run_prompt_baseline(config, backend, prompts, Settings(shots=1, **SMALL), out)
     assert calls == [] and again["metrics"] == result["metrics"]
+    assert again["summary"]["prompts_sent"] == 0 and result["summary"]["prompts_sent"] == 3 + 3 + 2 * 3 * 2
     # a smaller cap is a subset of the seeded sample: answered from a shared cache file alone
     smaller = Settings(shots=1, **SMALL | {"max_per_task": 2})
     sub = run_prompt_baseline(config, backend, prompts, smaller, tmp_path / "sub", cache=out / "answers.jsonl")

@@ -7,9 +7,10 @@ import shlex
 import warnings
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from mtpeft.config import default_config_path, load_yaml, parse_override, resolve_config
+from mtpeft.baselines.command import add_parser as add_prompt_baseline_parser
+from mtpeft.config import default_config_path, load_yaml, parse_override, resolve_config, select_tasks
 from mtpeft.errors import MtpeftError
 from mtpeft.reporting import format_ledger, format_metrics
 
@@ -67,13 +68,7 @@ def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 def run_train(args: argparse.Namespace) -> None:
     from mtpeft.recipes import train
 
-    data = load_yaml(args.config or default_config_path())
-    if args.tasks:
-        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        missing = [t for t in wanted if t not in (data.get("tasks") or {})]
-        if missing:
-            raise MtpeftError(f"task(s) {', '.join(missing)} not in the config; it has: {', '.join(data.get('tasks') or {})}")
-        data["tasks"] = {t: data["tasks"][t] for t in wanted}
+    data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
     config = resolve_config(data, collect_overrides(args))
     result = train(config, command="mtpeft " + shlex.join(sys.argv[1:]))
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
@@ -145,14 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_report)
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
     p.set_defaults(func=run_list)
-    from mtpeft.baselines.command import add_parser as add_prompt_baseline; add_prompt_baseline(sub)  # noqa: E702
-    for name, func in EXTRA_COMMANDS.items():
-        func(sub)
+    add_prompt_baseline_parser(sub)
     return parser
-
-
-# later subcommands (e.g. prompt-baseline) register a parser builder here
-EXTRA_COMMANDS: dict[str, Callable[[Any], None]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

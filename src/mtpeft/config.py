@@ -178,6 +178,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def select_tasks(data: dict[str, Any], names: str | None) -> dict[str, Any]:
+    """Keep only the comma-separated tasks ``names`` of a raw config (all when None)."""
+    if not names:
+        return data
+    wanted = [t.strip() for t in names.split(",") if t.strip()]
+    available = data.get("tasks") or {}
+    missing = [t for t in wanted if t not in available]
+    if missing:
+        raise MtpeftError(f"task(s) {', '.join(missing)} not in the config; it has: {', '.join(available)}")
+    return data | {"tasks": {t: available[t] for t in wanted}}
+
+
 def default_config_path() -> Path:
     return Path(str(resources.files("mtpeft") / "resources" / "configs" / "default.yaml"))
 

@@ -75,41 +75,11 @@ class Backend:
 # ---- local transformers model ----------------------------------------------------------------------
 
 def causal_lm_source(name: str) -> Path | str:
-    """Something ``AutoModelForCausalLM.from_pretrained`` loads offline where possible.
-
-    ``smollm2`` and ``.gguf`` files are dequantised once into the mtpeft cache (``gguf-causal/``)
-    as a causal LM with its LM head; other names go through ``mtpeft.model.backbone.resolve``.
-    """
+    """Something ``AutoModelForCausalLM.from_pretrained`` loads offline where possible: the backbone
+    resolver already converts ``smollm2`` / ``.gguf`` files into a cached causal LM with its head."""
     from mtpeft.model import backbone
 
-    if name == "smollm2":
-        return _gguf_causal(backbone.smollm2_gguf())
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise MtpeftError(f"GGUF file not found: {path}")
-        return _gguf_causal(path.resolve())
     return backbone.resolve(name)
-
-
-def _gguf_causal(gguf: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mtpeft.model.backbone import atomic_directory, cache_dir
-
-    def convert(out: Path) -> None:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # the weights are plain float tensors once dequantised; the GGUF quantizer left attached to
-        # the model only blocks save_pretrained
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-
-    return atomic_directory(cache_dir() / "gguf-causal" / f"{gguf.stem}-{gguf.stat().st_size}", convert)
 
 
 class LocalBackend(Backend):

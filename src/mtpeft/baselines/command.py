@@ -67,16 +67,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     from mtpeft.baselines.backends import make_backend
     from mtpeft.baselines.prompting import Settings, format_table, load_prompts, run_prompt_baseline
-    from mtpeft.config import default_config_path, load_yaml, resolve_config
+    from mtpeft.config import default_config_path, load_yaml, resolve_config, select_tasks
     from mtpeft.errors import MtpeftError
 
-    data = load_yaml(args.config or default_config_path())
-    if args.tasks:
-        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        missing = [t for t in wanted if t not in (data.get("tasks") or {})]
-        if missing:
-            raise MtpeftError(f"task(s) {', '.join(missing)} not in the config; it has: {', '.join(data.get('tasks') or {})}")
-        data["tasks"] = {t: data["tasks"][t] for t in wanted}
+    data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
     overrides = [("vars.data", args.data)] if args.data else []
     if args.skip_bad_records:
         overrides.append(("training.skip_bad_records", True))

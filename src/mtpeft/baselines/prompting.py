@@ -207,6 +207,7 @@ class Evaluator:
         if settings.decision == "logprob" and not backend.supports_logprob:
             raise MtpeftError(f"the {backend.kind} back-end cannot score by log-probability; use --decision generate")
         self.summary: dict[str, Any] = {}
+        self.asked = 0  # prompts sent to the back-end in this invocation (the rest came from the cache)
 
     # ---- prompts ------------------------------------------------------------------------------
     def spec(self, task: str) -> dict[str, Any]:
@@ -305,6 +306,7 @@ class Evaluator:
                         "run the same command again to resume"
                     ) from None
                 new = [self.record(jobs[i], shas[i], text, score, spec) for i, text, score in zip(index, answers, scores)]
+                self.asked += len(new)
                 self.cache.add(new)
                 for i, record in zip(index, new):
                     records[i] = record
@@ -337,12 +339,13 @@ class Evaluator:
         examples = subsample(evalset.data, self.settings.max_per_task, self.settings.seed)
         stats = self.new_stats()
         index = self.shot_index(train, lambda e: e.text + "\n" + (e.text_b or ""))
-        jobs = []
+        jobs, nearest = [], []
         for example in examples:
             demos = []
             if index is not None:
                 near = index.top(example.text + "\n" + (example.text_b or ""), self.settings.shots)
                 demos = self.demo_fields(task.name, [(train[i], int(train[i].label)) for i in reversed(near)], stats)
+                nearest.append(int(train[near[0]].label) if near else 0)
             conversation = self.fit(task.name, example, demos, stats)  # most similar demonstration last
             jobs.append(Job(task.name, evalset.name, example.id, conversation, int(example.label)))
         records = self.ask(jobs, f"{evalset.name} ({self.settings.shots}-shot)")
@@ -354,6 +357,11 @@ class Evaluator:
             "unparseable": sum(r["parsed"] is None for r in records),
             "predicted_positive": int(predictions.sum()), "positives": int(labels.sum()),
         }
+        if nearest:
+            # what copying the label of the most similar demonstration would score (a BM25 1-NN
+            # classifier): k-shot results are to be read against it
+            self.summary[evalset.name]["nearest_demo_agreement"] = float(np.mean(predictions == np.array(nearest)))
+            self.summary[evalset.name]["nearest_demo_label_scores"] = task.score(labels, np.array(nearest, dtype=np.int64))
         return metrics
 
     def evaluate_search(self, evalset: Any, train: Sequence[Any]) -> dict[str, float]:
@@ -450,6 +458,7 @@ def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, 
         "unparseable_scored_as": 0,
         "sets": evaluator.summary,
         "skipped_records": skips.report() if skips.total else {},
+        "prompts_sent": evaluator.asked,  # this invocation; the other answers came from the cache
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     write_json(output / "metrics.json", {"test": metrics})

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
@@ -71,12 +71,24 @@ def atomic_directory(target: Path, build: Any) -> Path:
 
 
 def gguf_as_safetensors(gguf: Path) -> Path:
-    """Dequantising a GGUF file takes seconds: do it once and keep safetensors in the cache."""
+    """Dequantising a GGUF file takes seconds: do it once and keep safetensors in the cache.
+
+    Converted as a causal LM where the architecture has one, so the same folder serves as a
+    backbone (``AutoModel`` drops the LM head) and as the prompting baseline's LLM.
+    """
     target = cache_dir() / "gguf" / f"{gguf.stem}-{gguf.stat().st_size}"
 
     def convert(out: Path) -> None:
-        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except ValueError:  # no causal-LM class for this architecture
+            model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # once dequantised the weights are plain tensors; the GGUF quantizer left attached would
+        # only make save_pretrained refuse ("quantized with gguf, not serializable")
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
 
