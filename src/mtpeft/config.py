@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -196,7 +197,7 @@ def default_config_path() -> Path:
 
 def resolve_config(data: dict[str, Any], overrides: list[tuple[str, Any]] = ()) -> RunConfig:
     """Apply overrides, keep only the tasks asked for, substitute ``${vars}`` in paths."""
-    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    data = copy.deepcopy(data)  # (keeps the task order: it is the round-robin order)
     for key, value in overrides:
         set_dotted(data, key, value)
     variables = default_vars() | {str(k): str(v) for k, v in (data.get("vars") or {}).items()}
