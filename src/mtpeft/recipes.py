@@ -29,7 +29,7 @@ from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
 from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
-from mtpeft.training.loop import Trainer, bf16_supported, seed_everything
+from mtpeft.training.loop import Trainer, seed_everything, use_bf16
 from mtpeft.training.weighting import build_weighting
 
 
@@ -49,7 +49,7 @@ def load_data(config: RunConfig, tasks: dict[str, Task], with_train: bool) -> tu
 
 def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     t = config.training
-    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, t.bf16 and bf16_supported(), t.progress)
+    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress)
 
 
 def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
@@ -99,7 +99,8 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
         state = state | {"tasks": {name: task.state() for name, task in tasks.items()}}
         save_checkpoint(run_dir, model, method, {"loss_weighting": weighting}, state)
 
-    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, run_dir / "tb")
+    ctx = eval_context(config, model.backbone.tokenizer)
+    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb")
     with ledger.phase("train_and_validate"):
         result = trainer.fit()
     write_json(run_dir / "history.json", [dataclasses.asdict(r) for r in result.history])
@@ -118,7 +119,7 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
         "backbone": config.backbone.name,
         "method": config.method.name,
         "tasks": list(tasks),
-        "bf16": trainer_bf16(config),
+        "bf16": use_bf16(config.training),
         "epochs": config.training.epochs,
         "steps": result.steps,
         "best_epoch": result.best_epoch,
@@ -134,10 +135,6 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
     (run_dir / "README.md").write_text(model_card(config.to_dict(), metrics, ledger_dict, sizes), encoding="utf-8")
     return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir),
             "trivial": trivial}
-
-
-def trainer_bf16(config: RunConfig) -> bool:
-    return config.training.bf16 and bf16_supported()
 
 
 def evaluate_run(run_dir: Path, output: Path | None = None) -> dict[str, Any]:

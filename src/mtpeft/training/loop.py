@@ -42,6 +42,10 @@ def bf16_supported() -> bool:
         return False
 
 
+def use_bf16(config: TrainingConfig) -> bool:
+    return config.bf16 and bf16_supported()
+
+
 def count_tokens(batch: Any) -> int:
     """Non-padding tokens in every encoded input of a batch."""
     if isinstance(batch, dict):
@@ -80,17 +84,16 @@ class Trainer:
         config: TrainingConfig,
         max_len: int,
         save_best: Callable[[LossWeighting, dict[str, Any]], None],
+        eval_ctx: EvalContext,
         log_dir: Path | None = None,
     ) -> None:
         self.model, self.tasks, self.data, self.config, self.max_len = model, tasks, data, config, max_len
         self.save_best = save_best
+        self.eval_ctx = eval_ctx
         self.log_dir = log_dir
         self.tokenizer = model.backbone.tokenizer
-        self.bf16 = config.bf16 and bf16_supported()
+        self.bf16 = use_bf16(config)
         self.weighting = build_weighting(config.weighting, list(tasks))
-
-    def eval_context(self) -> EvalContext:
-        return EvalContext(self.tokenizer, self.max_len, self.config.eval_batch_size, self.bf16, self.config.progress)
 
     def optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -116,7 +119,7 @@ class Trainer:
         schedule = get_linear_schedule_with_warmup(optimizer, int(c.warmup * total), total)
         writer = SummaryWriter(str(self.log_dir)) if self.log_dir else None
         result = TrainResult()
-        ctx = self.eval_context()
+        ctx = self.eval_ctx
         try:
             for epoch in range(1, c.epochs + 1):
                 losses_sum = {name: 0.0 for name in self.tasks}
