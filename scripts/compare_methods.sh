@@ -22,14 +22,16 @@ for method in $METHODS; do
   mkdir -p "$OUT/$method"
   cp "$run"/{metrics.json,ledger.json,config.yaml,command.txt,README.md} "$OUT/$method/"
 done
+# every finished method in OUT (so the comparison can be completed a few methods at a time)
 runs=()
-for method in $METHODS; do runs+=("$OUT/$method"); done
+for dir in "$OUT"/*/; do if [ -f "$dir/metrics.json" ]; then runs+=("${dir%/}"); fi; done
 {
   echo "# PEFT methods, multi-task, backbone \`$BACKBONE\`"
   echo
   echo "Budget (same for every method): max_len $MAXLEN, $TRAIN training examples per task, $EPOCHS epochs,"
   echo "lr $LR, test sets capped at $EVAL examples (queries) per set, validation at $VALID; CoSQA left out."
-  echo "Command: \`TRAIN=$TRAIN EPOCHS=$EPOCHS EVAL=$EVAL VALID=$VALID MAXLEN=$MAXLEN LR=$LR bash scripts/compare_methods.sh $DATA $BACKBONE $OUT $METHODS\`"
+  echo "Command (each method's own command line is in its command.txt):"
+  echo "\`TRAIN=$TRAIN EPOCHS=$EPOCHS EVAL=$EVAL VALID=$VALID MAXLEN=$MAXLEN LR=$LR OMP_NUM_THREADS=1 bash scripts/compare_methods.sh $DATA $BACKBONE $OUT METHOD...\`"
   echo
   mtpeft report "${runs[@]}"
 } > "$OUT/summary.md"

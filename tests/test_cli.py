@@ -45,7 +45,9 @@ def test_train_evaluate_predict(tmp_path, task_files, capsys, backbone):
     assert json.loads((tmp_path / "again.json").read_text()) == metrics
 
     # predict writes CodeXGLUE-format files
-    assert main(["predict", str(run), "--task", "defect", task_files["defect"]["test"], "-o", str(tmp_path / "d.txt")]) == 0
+    unlabeled = tmp_path / "functions.jsonl"  # prediction inputs need no label
+    unlabeled.write_text("".join(json.dumps({"idx": r["idx"], "func": r["func"]}) + "\n" for r in map(json.loads, Path(task_files["defect"]["test"]).read_text().splitlines())))
+    assert main(["predict", str(run), "--task", "defect", str(unlabeled), "-o", str(tmp_path / "d.txt")]) == 0
     rows = [line.split("\t") for line in (tmp_path / "d.txt").read_text().splitlines()]
     assert len(rows) == 8 and all(len(r) == 2 and r[1] in ("0", "1") for r in rows)
     assert main(["predict", str(run), "--task", "clone", task_files["clone"]["test"], "-o", str(tmp_path / "c.txt")]) == 0

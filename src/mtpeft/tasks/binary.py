@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mtpeft.data import SkipCounter, read_jsonl
+from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl
+from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import best_threshold
@@ -62,9 +63,18 @@ class BinaryTask(Task):
         if self.pos_weight_option not in (None, "auto"):
             self.pos_weight = float(self.pos_weight_option)
 
+    text_fields: tuple[str, ...] = ("code",)
+    label_fields: tuple[str, ...] = ("label",)
+
     # ---- data -------------------------------------------------------------------------------
+    def label_of(self, record: Record, require_label: bool) -> int | None:
+        """The 0/1 label; for prediction inputs it may be absent."""
+        if require_label or any(name in record.data for name in self.label_fields):
+            return binary_label(record, self.label_fields)
+        return None
+
     def parse(self, record: Record, require_label: bool = True) -> Example:
-        raise NotImplementedError
+        return Example(record_id(record), pick_text(record, self.text_fields), self.label_of(record, require_label))
 
     def read_examples(self, source: Any, skips: SkipCounter, require_label: bool = True) -> list[Example]:
         if not isinstance(source, (str, Path)):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl
+from mtpeft.data import SkipCounter, pick_text, read_jsonl
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import binary_f1
@@ -70,9 +70,7 @@ class CloneTask(BinaryTask):
             text_a, text_b = table[id1], table[id2]
         else:
             raise record.error("missing fields: expected func1/func2, or idx1/idx2 with a functions file")
-        has_label = any(name in data for name in self.label_fields)
-        label = binary_label(record, self.label_fields) if require_label or has_label else None
-        return Example(f"{id1}\t{id2}", text_a, label, text_b)
+        return Example(f"{id1}\t{id2}", text_a, self.label_of(record, require_label), text_b)
 
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> list[Example]:
         if options.get("functions"):

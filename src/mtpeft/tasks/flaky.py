@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtpeft.data import binary_label, pick_text
-from mtpeft.data.fields import record_id
-from mtpeft.data.jsonl import Record
 from mtpeft.evaluation.metrics import binary_f1
-from mtpeft.tasks.binary import BinaryTask, Example
+from mtpeft.tasks.binary import BinaryTask
 from mtpeft.tasks.registry import register_task
 
 
@@ -31,11 +28,6 @@ class FlakyTask(BinaryTask):
         # Flakify's test-smell-reduced ``final_code`` or the raw ``full_code``; configurable
         chosen = self.options.get("text_field")
         return (chosen,) if chosen else ("full_code", "final_code", "code", "func")
-
-    def parse(self, record: Record, require_label: bool = True) -> Example:
-        has_label = any(name in record.data for name in self.label_fields)
-        label = binary_label(record, self.label_fields) if require_label or has_label else None
-        return Example(record_id(record), pick_text(record, self.text_fields), label)
 
     def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         return binary_f1(labels, predictions)
