@@ -74,3 +74,35 @@ def test_config_overrides_and_unknown_keys():
     assert config.tasks["defect"].train == "/x/d.jsonl"
     with pytest.raises(MtpeftError, match="unknown key\\(s\\) epoch in config section 'training'"):
         resolve_config({"training": {"epoch": 3}})
+
+
+@pytest.mark.parametrize("name", ["equal", "learned_softmax", "uncertainty"])
+def test_per_task_backward_equals_backward_of_the_weighted_sum(name):
+    """The loop back-propagates each task's term separately; gradients must equal the sum's."""
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(3, 1)
+    x = {"a": torch.randn(4, 3), "b": torch.randn(4, 3)}
+
+    def grads(per_task: bool):
+        shared.zero_grad()
+        weighting = build_weighting(name, ["a", "b"])
+        with torch.no_grad():
+            for p in weighting.parameters():
+                p.copy_(torch.tensor([0.3, -0.2]))
+        losses = {t: shared(v).pow(2).mean() for t, v in x.items()}
+        if per_task:
+            for t, loss in losses.items():
+                weighting.term(t, loss).backward()
+        else:
+            weighting(losses).backward()
+        return [shared.weight.grad.clone()] + [p.grad.clone() for p in weighting.parameters()]
+
+    for g1, g2 in zip(grads(True), grads(False)):
+        assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_choosing_another_method_drops_the_file_s_method_options():
+    data = {"method": {"name": "lora", "r": 16, "alpha": 32}}
+    assert resolve_config(data, [("method.r", 8)]).method.options == {"r": 8, "alpha": 32}
+    config = resolve_config(data, [("method.name", "serial_adapter"), ("method.bottleneck", 32)])
+    assert (config.method.name, config.method.options) == ("serial_adapter", {"bottleneck": 32})

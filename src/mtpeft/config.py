@@ -198,8 +198,13 @@ def default_config_path() -> Path:
 def resolve_config(data: dict[str, Any], overrides: list[tuple[str, Any]] = ()) -> RunConfig:
     """Apply overrides, keep only the tasks asked for, substitute ``${vars}`` in paths."""
     data = copy.deepcopy(data)  # (keeps the task order: it is the round-robin order)
+    configured_method = (data.get("method") or {}).get("name", MethodConfig.name)
     for key, value in overrides:
         set_dotted(data, key, value)
+    if data.get("method", {}).get("name", configured_method) != configured_method:
+        # the file's method options belong to the method it named, not to the one chosen instead
+        chosen = {k.split(".", 1)[1]: v for k, v in overrides if k.startswith("method.")}
+        data["method"] = chosen
     variables = default_vars() | {str(k): str(v) for k, v in (data.get("vars") or {}).items()}
     data["vars"] = variables
     data["tasks"] = substitute(data.get("tasks") or {}, variables)

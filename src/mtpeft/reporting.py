@@ -38,14 +38,15 @@ HEADLINE = [("defect", "accuracy"), ("clone", "f1"), ("search", "mrr"), ("search
 
 def runs_table(runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """A markdown table comparing runs: name -> (metrics.json, ledger.json)."""
-    head = "| run | method | trainable % | adapter bytes | train s | total s | " + " | ".join(f"{s} {m}" for s, m in HEADLINE) + " |"
-    lines = [head, "|" + "---|" * (6 + len(HEADLINE))]
+    head = "| run | method | trainable % | adapter bytes | threads | train s | total s | " + " | ".join(f"{s} {m}" for s, m in HEADLINE) + " |"
+    lines = [head, "|" + "---|" * (7 + len(HEADLINE))]
     for name, (metrics, ledger) in runs.items():
         params = ledger.get("parameters", {})
         wall = ledger.get("wall_seconds", {})
         cells = [
             name, str(ledger.get("method", "")), f"{params.get('trainable_percent', 0):.3f}",
-            f"{ledger.get('adapter_bytes', 0):,}", f"{wall.get('train_and_validate', 0):.0f}", f"{sum(wall.values()):.0f}",
+            f"{ledger.get('adapter_bytes', 0):,}", str(ledger.get("torch_threads", "")),
+            f"{wall.get('train_and_validate', 0):.0f}", f"{sum(wall.values()):.0f}",
         ]
         test = metrics.get("test", {})
         cells += [f"{test[s][m]:.4f}" if m in test.get(s, {}) else "" for s, m in HEADLINE]

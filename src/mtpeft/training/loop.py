@@ -2,7 +2,8 @@
 
 Everything it needs comes in through ``Trainer``'s arguments (no module-level state), so it can be
 run once per process under torchrun later. Each step: the sampler names the task(s), each task
-gives a batch and a loss, the weighting combines them, one backward, clip, AdamW, warm-up schedule.
+gives a batch and a loss, each weighted term is back-propagated at once (one graph alive at a time),
+then clip, AdamW, warm-up schedule.
 After each epoch every task is validated; the best mean headline metric is checkpointed.
 """
 
@@ -128,13 +129,15 @@ class Trainer:
                 bar = tqdm(sampler.epoch(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{c.epochs}", disable=not c.progress)
                 for step_tasks in bar:
                     losses = {}
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                        for name in step_tasks:
-                            batch = self.tasks[name].collate(next(iterators[name]), self.tokenizer, self.max_len)
-                            result.tokens += count_tokens(batch)
-                            losses[name] = self.tasks[name].loss(self.model, batch).float()
-                    loss = self.weighting(losses)
-                    loss.backward()
+                    for name in step_tasks:
+                        batch = self.tasks[name].collate(next(iterators[name]), self.tokenizer, self.max_len)
+                        result.tokens += count_tokens(batch)
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                            loss = self.tasks[name].loss(self.model, batch).float()
+                        # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
+                        # each task now so only one task's activations are alive at a time
+                        self.weighting.term(name, loss).backward()
+                        losses[name] = loss.detach()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
                     optimizer.step()
                     schedule.step()

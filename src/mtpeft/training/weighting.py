@@ -16,12 +16,19 @@ WEIGHTINGS: Registry = Registry("weighting")
 
 
 class LossWeighting(nn.Module):
+    """The combined loss is a sum of per-task terms, so the loop can back-propagate each task's
+    term as soon as it is computed and hold one task's graph at a time, not all of them."""
+
     def __init__(self, tasks: list[str]) -> None:
         super().__init__()
         self.tasks = list(tasks)
+        self.index = {task: i for i, task in enumerate(self.tasks)}
+
+    def term(self, task: str, loss: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        return sum(self.term(task, loss) for task, loss in losses.items())
 
     def weights(self) -> dict[str, float]:
         """The current effective weight of each task (logged)."""
@@ -30,8 +37,8 @@ class LossWeighting(nn.Module):
 
 @WEIGHTINGS.register("equal")
 class Equal(LossWeighting):
-    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(losses.values())
+    def term(self, task: str, loss: torch.Tensor) -> torch.Tensor:
+        return loss
 
 
 @WEIGHTINGS.register("learned_softmax")
@@ -40,17 +47,15 @@ class LearnedSoftmax(LossWeighting):
         super().__init__(tasks)
         self.logits = nn.Parameter(torch.zeros(len(tasks)))
 
-    def _softmax(self) -> dict[str, torch.Tensor]:
-        probs = torch.softmax(self.logits, dim=0) * len(self.tasks)
-        return dict(zip(self.tasks, probs))
+    def _softmax(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=0) * len(self.tasks)
 
-    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = self._softmax()
-        return sum(weights[task] * loss for task, loss in losses.items())
+    def term(self, task: str, loss: torch.Tensor) -> torch.Tensor:
+        return self._softmax()[self.index[task]] * loss
 
     @torch.no_grad()
     def weights(self) -> dict[str, float]:
-        return {task: w.item() for task, w in self._softmax().items()}
+        return dict(zip(self.tasks, self._softmax().tolist()))
 
 
 @WEIGHTINGS.register("uncertainty")
@@ -59,9 +64,9 @@ class Uncertainty(LossWeighting):
         super().__init__(tasks)
         self.log_vars = nn.Parameter(torch.zeros(len(tasks)))
 
-    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        index = {task: i for i, task in enumerate(self.tasks)}
-        return sum(torch.exp(-self.log_vars[index[t]]) * loss + self.log_vars[index[t]] for t, loss in losses.items())
+    def term(self, task: str, loss: torch.Tensor) -> torch.Tensor:
+        log_var = self.log_vars[self.index[task]]
+        return torch.exp(-log_var) * loss + log_var
 
     @torch.no_grad()
     def weights(self) -> dict[str, float]:
