@@ -3,6 +3,7 @@
 # then results/methods/<method>/{metrics,ledger}.json and results/methods/summary.md.
 #   bash scripts/compare_methods.sh [DATA_DIR] [BACKBONE] [OUT_DIR] [METHODS...]
 # The budget is set by the env vars below; the defaults are what results/methods used.
+# Needs `mtpeft` on PATH (`. .venv/bin/activate` after `make test` or `make demo`).
 set -euo pipefail
 DATA=${1:-../shared/data}
 BACKBONE=${2:-default}
