@@ -23,6 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from mtpeft.config import TrainingConfig
 from mtpeft.evaluation.evaluate import calibrate, evaluate_sets, selection_score
 from mtpeft.model.multitask import MultiTaskModel
+from mtpeft.model.precision import bf16_supported
 from mtpeft.tasks.base import EvalContext, Task, TaskData
 from mtpeft.training.batching import BucketedBatches
 from mtpeft.training.samplers import build_sampler
@@ -33,14 +34,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast on CPU pays off only where the CPU has native bf16 (AVX-512 BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def use_bf16(config: TrainingConfig) -> bool:
