@@ -25,7 +25,7 @@ from mtpeft.evaluation.evaluate import calibrate, evaluate_sets, selection_score
 from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.model.precision import bf16_supported
 from mtpeft.tasks.base import EvalContext, Task, TaskData
-from mtpeft.training.batching import BucketedBatches
+from mtpeft.training.batching import build_stream
 from mtpeft.training.samplers import build_sampler
 from mtpeft.training.weighting import LossWeighting, build_weighting
 
@@ -104,7 +104,8 @@ class Trainer:
         streams = {}
         for i, (name, task) in enumerate(self.tasks.items()):
             task.prepare(self.data[name].train)
-            streams[name] = BucketedBatches(self.data[name].train, c.batch_size, task.text_length, c.seed + i, c.bucket_window)
+            streams[name] = build_stream(self.data[name].train, c.batch_size, task.text_length, c.seed + i,
+                                         c.bucket_window, task.options.get("positive_fraction"))
         sampler = build_sampler(c.sampler, {n: len(s) for n, s in streams.items()}, c.seed, c.temperature)
         iterators = {name: iter(stream) for name, stream in streams.items()}
         steps_per_epoch = c.steps_per_epoch or sampler.natural_steps()
