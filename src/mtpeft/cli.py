@@ -119,6 +119,75 @@ def run_report(args: argparse.Namespace) -> None:
     print(runs_table(runs))
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (never in CI logs or redirected output)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def load_encoder(args: argparse.Namespace) -> Any:
+    import torch
+
+    from mtpeft.inference.encoder import SharedEncoder
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return SharedEncoder.from_run(args.run, args.batch_size, show_progress(args))
+
+
+def add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=32, help="functions per backbone pass")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+
+
+def add_analyze_parser(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="score every function of a source tree with every head (one backbone pass each)",
+                       description="Parse Java, C/C++ and Python files with tree-sitter; report vulnerability and "
+                                   "flaky-test probabilities and clone groups as a table, JSON, SARIF 2.1.0 and HTML.")
+    p.add_argument("path", type=Path, help="a source file or directory")
+    p.add_argument("--run", type=Path, required=True, help="a run directory of 'mtpeft train'")
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="write analysis.json, analysis.sarif and report.html into this directory")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--sarif", type=Path, default=None, help="write the SARIF 2.1.0 report here")
+    p.add_argument("--html", type=Path, default=None, help="write the HTML report here")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="report defect/flaky scores at or above this (default: each head's validation threshold)")
+    p.add_argument("--top", type=int, default=30, help="rows of the terminal table")
+    p.add_argument("--html-findings", type=int, default=50, help="findings shown in the HTML report")
+    p.add_argument("--max-file-bytes", type=int, default=1_000_000, help="larger files are skipped (and reported)")
+    p.add_argument("--clone-neighbours", type=int, default=5, help="nearest neighbours per function sent to the clone head")
+    add_inference_options(p)
+    p.set_defaults(func=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> None:
+    import json
+
+    from mtpeft.analysis.analyze import AnalyzeOptions, analyze_path, format_table
+    from mtpeft.analysis.html import to_html
+    from mtpeft.analysis.sarif import to_sarif
+
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        raise MtpeftError(f"--min-score must be a probability in [0, 1], got {args.min_score}")
+    options = AnalyzeOptions(min_score=args.min_score, max_file_bytes=args.max_file_bytes,
+                             clone_neighbours=args.clone_neighbours, progress=show_progress(args))
+    encoder = load_encoder(args)
+    analysis = analyze_path(args.path, encoder, options)
+    print(format_table(analysis, args.top))
+    targets = {"json": args.json, "sarif": args.sarif, "html": args.html}
+    if args.output:
+        defaults = {"json": "analysis.json", "sarif": "analysis.sarif", "html": "report.html"}
+        targets = {k: v or args.output / defaults[k] for k, v in targets.items()}
+    writers = {"json": lambda: json.dumps(analysis.to_dict(), indent=1), "sarif": lambda: json.dumps(to_sarif(analysis), indent=1),
+               "html": lambda: to_html(analysis, args.html_findings)}
+    for kind, target in targets.items():
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(writers[kind]() + "\n", encoding="utf-8")
+            print(f"wrote {kind}: {target}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
     p.set_defaults(func=run_list)
     add_prompt_baseline_parser(sub)
+    add_analyze_parser(sub)
     return parser
 
 
