@@ -188,6 +188,65 @@ def run_analyze(args: argparse.Namespace) -> None:
             print(f"wrote {kind}: {target}")
 
 
+def add_index_parsers(sub: Any) -> None:
+    p = sub.add_parser("index", help="embed every function of a source tree for code search (incremental)",
+                       description="Build or update a search index: only new or changed functions are embedded.")
+    p.add_argument("path", type=Path, help="a source file or directory")
+    p.add_argument("--run", type=Path, required=True, help="a run directory with a search head")
+    p.add_argument("--index", type=Path, required=True, help="the index directory (created or updated)")
+    p.add_argument("--max-file-bytes", type=int, default=1_000_000, help="larger files are skipped (and reported)")
+    add_inference_options(p)
+    p.set_defaults(func=run_index)
+    p = sub.add_parser("search", help="natural-language search over an index of 'mtpeft index'")
+    p.add_argument("query", help="what the code should do, e.g. \"read a file line by line\"")
+    p.add_argument("--index", type=Path, required=True, help="an index directory")
+    p.add_argument("--run", type=Path, default=None, help="the run that built the index (default: the one it records)")
+    p.add_argument("-k", "--top", type=int, default=10, help="results to show")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_inference_options(p)
+    p.set_defaults(func=run_search)
+
+
+def run_index(args: argparse.Namespace) -> None:
+    from mtpeft.serving.index import CodeIndex, build_index
+
+    previous = None
+    if args.index.exists() and any(args.index.iterdir()):
+        try:
+            previous = CodeIndex.load(args.index)
+        except MtpeftError as error:
+            print(f"mtpeft: note: {error}; rebuilding", file=sys.stderr)
+    encoder = load_encoder(args)
+    index, stats = build_index(args.path, encoder, previous, args.max_file_bytes, show_progress(args))
+    index.save(args.index)
+    for item in stats["skipped"]:
+        print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    print(f"indexed {stats['functions']} functions in {stats['files']} files ({stats['files_changed']} new or changed, "
+          f"{stats['files_unchanged']} unchanged, {stats['files_removed']} removed); embedded {stats['functions_embedded']} "
+          f"in {stats['seconds']} s -> {args.index}")
+
+
+def run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from mtpeft.inference.encoder import SharedEncoder
+    from mtpeft.serving.index import CodeIndex
+
+    if not args.query.strip():
+        raise MtpeftError("the query is empty")
+    if args.top < 1:
+        raise MtpeftError(f"-k must be at least 1, got {args.top}")
+    index = CodeIndex.load(args.index)
+    args.run = args.run or Path(index.run)
+    encoder = load_encoder(args)
+    results = index.search(encoder.embed_queries([args.query]), args.top)[0]
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    for r in results:
+        print(f"{r['score']:.3f}  {r['file']}:{r['line']}  {r['name']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_list)
     add_prompt_baseline_parser(sub)
     add_analyze_parser(sub)
+    add_index_parsers(sub)
     return parser
 
 
