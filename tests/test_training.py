@@ -106,3 +106,18 @@ def test_choosing_another_method_drops_the_file_s_method_options():
     assert resolve_config(data, [("method.r", 8)]).method.options == {"r": 8, "alpha": 32}
     config = resolve_config(data, [("method.name", "serial_adapter"), ("method.bottleneck", 32)])
     assert (config.method.name, config.method.options) == ("serial_adapter", {"bottleneck": 32})
+
+
+def test_balanced_batches_hold_the_asked_share_of_rare_positives():
+    from mtpeft.tasks.binary import Example
+    from mtpeft.training.batching import BalancedBatches, build_stream
+
+    examples = [Example(str(i), "x" * (i % 7), int(i % 25 == 0)) for i in range(500)]  # 4% positives
+    stream = build_stream(examples, 16, lambda e: len(e.text), 0, 50, positive_fraction=0.25)
+    assert isinstance(stream, BalancedBatches) and len(stream) == 32
+    batches = [b for _, b in zip(range(40), stream)]
+    assert all(sum(e.label for e in b) == 4 and len(b) == 16 for b in batches)
+    seen = {e.id for b in batches for e in b if e.label}
+    assert len(seen) == 20  # every positive is shown, not just a few
+    with pytest.raises(MtpeftError, match="both classes"):
+        BalancedBatches([e for e in examples if not e.label], 16, len, 0, 0.25, lambda e: e.label)

@@ -137,14 +137,35 @@ class Loaded:
     source: str
 
 
-def load_pretrained(name: str) -> Loaded:
+# where each architecture family keeps its dropout probabilities (BERT/RoBERTa, Llama/Qwen, T5)
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+HIDDEN_DROPOUT_KEYS = ("hidden_dropout_prob", "dropout_rate", "hidden_dropout", "resid_pdrop")
+
+
+def set_dropout(config: Any, attention: float | None, hidden: float | None) -> None:
+    """Override the backbone's dropout where its config has the knob (None keeps the model's).
+
+    Attention dropout defaults to 0 in mtpeft: any dropout inside scaled-dot-product attention makes
+    PyTorch fall back to the math kernel, which builds the whole B x H x T x T score tensor (2.7x
+    slower and ~1 GB more at 16 x 256 on CPU). The method's own dropout and the heads' still regularise.
+    """
+    for keys, value in ((ATTENTION_DROPOUT_KEYS, attention), (HIDDEN_DROPOUT_KEYS, hidden)):
+        if value is None:
+            continue
+        for key in keys:
+            if hasattr(config, key):
+                setattr(config, key, float(value))
+
+
+def load_pretrained(name: str, attention_dropout: float | None = None, hidden_dropout: float | None = None) -> Loaded:
     hf_logging.set_verbosity_error()  # mtpeft shows its own progress; keep the loader's bars quiet
     hf_logging.disable_progress_bar()
     source = resolve(name)
     try:
         config = AutoConfig.from_pretrained(source)
+        set_dropout(config, attention_dropout, hidden_dropout)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, dtype=torch.float32)
+        model = AutoModel.from_pretrained(source, config=config, dtype=torch.float32)
     except OSError as exc:
         raise MtpeftError(
             f"cannot load backbone {name!r} ({exc}). Offline, only {', '.join(SHORTCUTS)}, local "
@@ -173,10 +194,13 @@ class Backbone(nn.Module):
         config = model.config
         self.model_type: str = config.model_type
         self.hidden_size: int = getattr(config, "hidden_size", None) or config.d_model
+        self.always_bf16 = False  # set once the frozen weights are stored in bf16 (model/precision.py)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        states = out.last_hidden_state
+        # bf16-stored weights must meet bf16 activations whatever the caller's autocast says
+        with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=self.always_bf16):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        states = out.last_hidden_state.float()  # pool in fp32 whatever the backbone ran in
         if self.pooling == "cls":
             return states[:, 0]
         if self.pooling == "pooler":
@@ -190,6 +214,7 @@ class Backbone(nn.Module):
         return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def load_backbone(name: str, pooling: str = "mean") -> Backbone:
-    loaded = load_pretrained(name)
+def load_backbone(name: str, pooling: str = "mean", attention_dropout: float | None = None,
+                  hidden_dropout: float | None = None) -> Backbone:
+    loaded = load_pretrained(name, attention_dropout, hidden_dropout)
     return Backbone(loaded.model, loaded.tokenizer, loaded.family, pooling)

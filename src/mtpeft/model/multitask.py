@@ -8,18 +8,24 @@ import torch
 from torch import nn
 
 from mtpeft.model.backbone import Backbone
+from mtpeft.tasks.encoding import combine_windows
 
 
 class MultiTaskModel(nn.Module):
     """``encode`` returns pooled states once, so several heads can read the same pass."""
 
-    def __init__(self, backbone: Backbone, heads: dict[str, nn.Module]) -> None:
+    def __init__(self, backbone: Backbone, heads: dict[str, nn.Module], window_pool: str = "mean") -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
+        self.window_pool = window_pool
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.backbone(inputs["input_ids"], inputs["attention_mask"]).float()
+        """One pooled state per text; a text cut into windows (``owner``) gets its windows combined."""
+        pooled = self.backbone(inputs["input_ids"], inputs["attention_mask"]).float()
+        if "owner" in inputs:
+            pooled = combine_windows(pooled, inputs["owner"], self.window_pool)
+        return pooled
 
     def backbone_parameters(self) -> Iterable[nn.Parameter]:
         return (p for p in self.backbone.parameters() if p.requires_grad)

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter
+from mtpeft.tasks.encoding import Encoding, encode_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     from mtpeft.model.multitask import MultiTaskModel
@@ -66,6 +68,22 @@ def length_order(texts: Sequence[str]) -> list[int]:
     return sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
 
 
+@torch.no_grad()
+def pooled_states(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, encoding: Encoding, desc: str) -> torch.Tensor:
+    """The pooled backbone state of every text (length-ordered batches; rows in ``texts`` order)."""
+    order = length_order(texts)
+    out: torch.Tensor | None = None
+    model.eval()
+    for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
+        index = order[start : start + ctx.batch_size]
+        with ctx.autocast():
+            states = model.encode(encode_texts([texts[i] for i in index], ctx.tokenizer, encoding)).float()
+        if out is None:
+            out = torch.zeros((len(texts), states.shape[-1]))
+        out[index] = states
+    return out if out is not None else torch.zeros((0, 0))
+
+
 class Task(ABC):
     """One code-analysis task: reading, batching, head, loss, evaluation and prediction files."""
 
@@ -88,6 +106,16 @@ class Task(ABC):
     def evalset_from_examples(self, name: str, examples: Sequence[Any]) -> EvalSet:
         """An evaluation set made of (held-out) training examples, for tasks without a valid split."""
         return EvalSet(name, list(examples))
+
+    def encoding(self, max_len: int) -> Encoding:
+        """How this task's texts become tokens: options ``max_len`` (overrides the backbone's),
+        ``truncation`` (head | head_tail), ``windows`` (pieces per long text) and ``pad_multiple``."""
+        return Encoding(
+            max_len=int(self.options.get("max_len") or max_len),
+            truncation=str(self.options.get("truncation", "head")),
+            windows=int(self.options.get("windows", 1)),
+            pad_multiple=self.options.get("pad_multiple"),
+        )
 
     def text_length(self, example: Any) -> int:
         """A cheap length proxy used to bucket training batches."""

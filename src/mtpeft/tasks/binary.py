@@ -17,6 +17,7 @@ from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import best_threshold
 from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, length_order, subsample
+from mtpeft.tasks.encoding import encode_texts
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,11 @@ class BinaryTask(Task):
         return MLPHead(hidden_size, float(self.options.get("dropout", 0.1)))
 
     def collate(self, examples: Sequence[Example], tokenizer: Any, max_len: int) -> Batch:
-        texts = [e.text for e in examples]
-        pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
-        inputs = tokenizer(
-            texts, pairs, truncation=True, max_length=max_len, padding=True, return_tensors="pt"
-        )
-        batch: Batch = {"inputs": {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}}
+        batch: Batch = {"inputs": encode_texts([e.text for e in examples], tokenizer, self.encoding(max_len))}
+        return self.with_labels(batch, examples)
+
+    @staticmethod
+    def with_labels(batch: Batch, examples: Sequence[Example]) -> Batch:
         if all(e.label is not None for e in examples):
             batch["labels"] = torch.tensor([e.label for e in examples], dtype=torch.float32)
         return batch

@@ -48,11 +48,23 @@ class Ranking:
 
 
 class SearchHead(nn.Module):
-    """Projection h -> 512 followed by L2 normalisation, shared by queries and codes."""
+    """Projection h -> 512 followed by L2 normalisation, shared by queries and codes.
 
-    def __init__(self, hidden_size: int, dim: int = 512) -> None:
+    ``init: identity`` (the default) starts from the backbone's own embedding space: the projection
+    copies the pooled state into the first h dimensions (zeros elsewhere), so at step 0 the cosine
+    similarities, and so the MRR, are the frozen backbone's. A random start (``init: random``) begins
+    below the backbone's zero-shot MRR and spends its first steps climbing back.
+    """
+
+    def __init__(self, hidden_size: int, dim: int = 512, init: str = "identity") -> None:
         super().__init__()
         self.proj = nn.Linear(hidden_size, dim)
+        if init == "identity":
+            with torch.no_grad():
+                self.proj.weight.copy_(torch.eye(dim, hidden_size))
+                self.proj.bias.zero_()
+        elif init != "random":
+            raise MtpeftError(f"search option init: unknown {init!r}; valid: identity, random")
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.proj(pooled).float(), dim=-1)
@@ -152,7 +164,7 @@ class SearchTask(Task):
 
     # ---- model ------------------------------------------------------------------------------
     def make_head(self, hidden_size: int) -> nn.Module:
-        return SearchHead(hidden_size, int(self.options.get("dim", 512)))
+        return SearchHead(hidden_size, int(self.options.get("dim", 512)), str(self.options.get("init", "identity")))
 
     def tokenize(self, texts: Sequence[str], tokenizer: Any, max_len: int) -> dict[str, torch.Tensor]:
         enc = tokenizer(list(texts), truncation=True, max_length=max_len, padding=True, return_tensors="pt")

@@ -23,8 +23,9 @@ from transformers import get_linear_schedule_with_warmup
 from mtpeft.config import TrainingConfig
 from mtpeft.evaluation.evaluate import calibrate, evaluate_sets, selection_score
 from mtpeft.model.multitask import MultiTaskModel
+from mtpeft.model.precision import bf16_supported
 from mtpeft.tasks.base import EvalContext, Task, TaskData
-from mtpeft.training.batching import BucketedBatches
+from mtpeft.training.batching import build_stream
 from mtpeft.training.samplers import build_sampler
 from mtpeft.training.weighting import LossWeighting, build_weighting
 
@@ -33,14 +34,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast on CPU pays off only where the CPU has native bf16 (AVX-512 BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def use_bf16(config: TrainingConfig) -> bool:
@@ -111,7 +104,8 @@ class Trainer:
         streams = {}
         for i, (name, task) in enumerate(self.tasks.items()):
             task.prepare(self.data[name].train)
-            streams[name] = BucketedBatches(self.data[name].train, c.batch_size, task.text_length, c.seed + i, c.bucket_window)
+            streams[name] = build_stream(self.data[name].train, c.batch_size, task.text_length, c.seed + i,
+                                         c.bucket_window, task.options.get("positive_fraction"))
         sampler = build_sampler(c.sampler, {n: len(s) for n, s in streams.items()}, c.seed, c.temperature)
         iterators = {name: iter(stream) for name, stream in streams.items()}
         steps_per_epoch = c.steps_per_epoch or sampler.natural_steps()

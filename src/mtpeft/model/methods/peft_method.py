@@ -34,11 +34,14 @@ class PeftLibraryMethod(Method):
         return PeftModel.from_pretrained(model, str(directory), is_trainable=False)
 
 
-def target_option(options: dict[str, Any]) -> list[str] | None:
-    """``target`` as a list of module names; None lets peft pick its default for the architecture."""
+def target_option(options: dict[str, Any]) -> list[str] | str | None:
+    """``target`` as a list of module names; ``all-linear`` (peft's: every linear layer of the
+    backbone); None lets peft pick its default for the architecture."""
     target = options.get("target")
     if target in (None, "auto"):
         return None
+    if target == "all-linear":
+        return target
     if isinstance(target, str):
         return [t.strip() for t in target.split(",") if t.strip()]
     if isinstance(target, list):
