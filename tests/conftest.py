@@ -74,7 +74,7 @@ def tiny_config(task_files: dict, output: Path, backbone: str = "tiny-bert", **t
     }
 
 
-def save_untrained_run(run_dir: Path, task_files: dict, **config_overrides) -> Path:
+def save_untrained_run(run_dir: Path, task_files: dict, **training) -> Path:
     """A run directory with a randomly perturbed (untrained) tiny-bert model: what inference reads,
     without spending seconds on training."""
     from mtpeft.config import resolve_config, save_config
@@ -83,7 +83,8 @@ def save_untrained_run(run_dir: Path, task_files: dict, **config_overrides) -> P
     from mtpeft.training.checkpoint import save_checkpoint
     from mtpeft.training.weighting import build_weighting
 
-    config = resolve_config(tiny_config(task_files, run_dir) | config_overrides)
+    # float32 throughout (no bf16 autocast even where the CPU has it): exact comparisons in tests
+    config = resolve_config(tiny_config(task_files, run_dir, **({"bf16": False} | training)))
     tasks = build_tasks(config)
     torch.manual_seed(0)
     model, method = build_model(config, tasks)

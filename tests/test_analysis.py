@@ -100,10 +100,10 @@ def test_one_pass_gives_every_head_the_answer_of_its_own_task(encoder):
     examples = [Example(str(i), c, None) for i, c in enumerate(codes)]
     for head in ("defect", "flaky"):
         own = encoder.tasks[head].probabilities(encoder.model, examples, ctx, head)
-        np.testing.assert_allclose(out.probabilities[head], own, atol=1e-4)  # batch padding: float noise
+        np.testing.assert_allclose(out.probabilities[head], own, atol=1e-5)
     search = encoder.tasks["search"]
     own = search.embed(encoder.model, codes, ctx, encoder.max_len, "codes")
-    np.testing.assert_allclose(out.search, own, atol=1e-4)
+    np.testing.assert_allclose(out.search, own, atol=1e-5)
     assert len(set(np.round(out.probabilities["defect"], 6))) > 1
     # a second call is answered from the cache: no backbone pass at all
     again = encoder.run_heads(codes)
@@ -195,3 +195,55 @@ def test_html_report_is_capped(tiny_run, tmp_path, capsys):
 def test_missing_path_is_one_clear_error(tiny_run, tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nowhere"), "--run", str(tiny_run)]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+# ---- clones ---------------------------------------------------------------------------------------
+def clone_examples(codes):
+    from mtpeft.tasks.binary import Example
+
+    pairs = [(0, 1), (1, 2), (0, 3), (2, 3)]
+    return pairs, [Example(f"{a}\t{b}", codes[a], None, codes[b]) for a, b in pairs]
+
+
+@pytest.mark.parametrize("pair_encoding", ["separate", "joint"])
+def test_clone_confirmation_matches_the_clone_task(tmp_path, pair_encoding):
+    """Separate runs: the pair head over the shared pass's pooled states; joint runs: only the
+    shortlisted pairs are re-encoded jointly. Both equal the clone task's own predictions."""
+    from mtpeft.inference.encoder import SharedEncoder
+    from mtpeft.tasks import EvalContext
+    from tests.conftest import save_untrained_run, tiny_task_files
+
+    files = tiny_task_files(tmp_path / "data")
+    files["clone"]["options"]["pair_encoding"] = pair_encoding
+    encoder = SharedEncoder.from_run(save_untrained_run(tmp_path / "run", files), batch_size=2)
+    assert encoder.clone_mode == pair_encoding
+    codes = [f.code for f in extract_tree(FIXTURES / "src").functions][:4]
+    pairs, examples = clone_examples(codes)
+    before = encoder.encoded
+    states = encoder.run_heads(codes, ["clone"]).clone_states
+    ours = encoder.clone_probabilities(pairs, codes, states)
+    # separate: 4 functions, one pass each, nothing more; joint: plus one pass per shortlisted pair
+    assert encoder.encoded - before == (4 if pair_encoding == "separate" else 4 + len(pairs))
+    ctx = EvalContext(encoder.tokenizer, encoder.max_len, 2, False, False)
+    own = encoder.tasks["clone"].probabilities(encoder.model, examples, ctx, "clone")
+    np.testing.assert_allclose(ours, own, atol=1e-5)
+
+
+def test_analyze_groups_the_confirmed_clones(tiny_run):
+    from mtpeft.analysis.analyze import AnalyzeOptions, analyze_path
+    from mtpeft.inference.encoder import SharedEncoder
+
+    encoder = SharedEncoder.from_run(tiny_run)
+    encoder.tasks["clone"].threshold = 0.0  # confirm every shortlisted pair: the shortlist is what is tested
+    analysis = analyze_path(FIXTURES, encoder, AnalyzeOptions(clone_neighbours=1, clone_min_similarity=-1.0))
+    names = [f.name for f in analysis.functions]
+    pairs = {(names[p["a"]], names[p["b"]]) for p in analysis.clone_pairs}
+    # copy and copyAgain have the same body: each is the other's nearest neighbour
+    assert ("Buffer.copy", "Buffer.copyAgain") in pairs
+    languages = {(analysis.functions[p["a"]].language, analysis.functions[p["b"]].language) for p in analysis.clone_pairs}
+    assert all(a == b for a, b in languages)  # never across languages
+    short = {i for i, f in enumerate(analysis.functions) if f.end_line - f.line + 1 < 3}
+    assert not any(p["a"] in short or p["b"] in short for p in analysis.clone_pairs)  # one-liners left out
+    assert analysis.stats["clone_shortlist"] <= len(analysis.functions)  # k = 1: at most one pair per function
+    grouped = sorted(i for g in analysis.clone_groups for i in g)
+    assert grouped == sorted({i for p in analysis.clone_pairs for i in (p["a"], p["b"])})

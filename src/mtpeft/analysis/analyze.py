@@ -180,8 +180,9 @@ def analyze_functions(encoder: SharedEncoder, extraction: Extraction, root: str,
     scores = score_functions(functions, outputs.probabilities, heads)
     pairs, groups, shortlist = [], [], 0
     if "clone" in encoder.tasks and outputs.clone_states is not None and len(functions) > 1:
+        threshold = heads["clone"]["threshold"]
         pairs, groups, shortlist = find_clones(encoder, functions, outputs.clone_states, options,
-                                               float(heads["clone"]["threshold"] or 0.5))
+                                               0.5 if threshold is None else float(threshold))
     analysis = Analysis(root, encoder.run_dir or "", list(functions), scores, pairs, groups,
                         [{"file": s.file, "reason": s.reason} for s in extraction.skipped], heads)
     flagged = analysis.findings()

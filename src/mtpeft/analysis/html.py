@@ -43,7 +43,8 @@ def code_block(code: str, first_line: int, max_lines: int, column: int = 0) -> s
 def score_badges(analysis: Analysis, index: int) -> str:
     parts = []
     for head, s in analysis.scores[index].items():
-        threshold = analysis.heads[head]["min_score"] or 0.5
+        threshold = analysis.heads[head]["min_score"]
+        threshold = 0.5 if threshold is None else threshold
         ood = "" if s["in_domain"] else ' <span class="ood">out of domain</span>'
         parts.append(f'<span class="score {score_class(s["p"], threshold)}">{escape(head)} {s["p"]:.3f}</span>{ood}')
     return " ".join(parts)

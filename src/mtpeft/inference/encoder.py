@@ -22,26 +22,14 @@ from tqdm.auto import tqdm
 
 from mtpeft.errors import MtpeftError
 from mtpeft.tasks.base import Task, length_order
-try:  # TEMPORARY until the lead's per-task encoding lands on main
-    from mtpeft.tasks.encoding import Encoding, encode_texts
-except ImportError:  # pragma: no cover
-    @dataclass(frozen=True)
-    class Encoding:  # type: ignore[no-redef]
-        max_len: int
-
-    def encode_texts(texts, tokenizer, encoding):  # type: ignore[no-redef]
-        enc = tokenizer(list(texts), truncation=True, max_length=encoding.max_len, padding=True, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+from mtpeft.tasks.encoding import Encoding, encode_texts
 
 BINARY_HEADS = ("defect", "flaky")
 
-# the languages each head learned from, when the task class does not say (the bundled data sets)
-DEFAULT_LANGUAGES = {"defect": ("c",), "flaky": ("java",), "clone": ("java",), "search": ("ruby", "python")}
-
-
 def trained_languages(task: Task) -> list[str]:
-    """The languages a head was trained on: task option ``languages``, else the task's class default."""
-    value = task.options.get("languages", getattr(task, "languages", None) or DEFAULT_LANGUAGES.get(task.name, ()))
+    """The languages a head was trained on: task option ``languages`` (a run trained on other data
+    says so in its config), else the task class's ``languages`` (those of the data sets it reads)."""
+    value = task.options.get("languages", task.languages)
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     return [str(v).lower() for v in value]
@@ -124,15 +112,14 @@ class SharedEncoder:
         return None if task is None else getattr(task, "pair_encoding", "joint")
 
     def code_encoding(self, task_name: str) -> Encoding:
-        task = self.tasks[task_name]
-        return task.encoding(self.max_len) if hasattr(task, "encoding") else Encoding(self.max_len)
+        return self.tasks[task_name].encoding(self.max_len)
 
     def query_encoding(self) -> Encoding:
         search = self.tasks.get("search")
         if search is None:
             raise MtpeftError("this run has no search head")
-        code = self.code_encoding("search")
-        return Encoding(min(code.max_len, int(getattr(search, "query_max_len", 64))))
+        # as the search task encodes its queries in training and evaluation
+        return Encoding(min(self.max_len, int(getattr(search, "query_max_len", 64))))
 
     def encoding_groups(self, heads: Sequence[str]) -> dict[Encoding, list[str]]:
         """The heads that can read the same backbone pass, grouped by how their tasks encode code."""

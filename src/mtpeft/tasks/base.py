@@ -90,6 +90,9 @@ class Task(ABC):
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric used for checkpoint selection
     description: ClassVar[str] = ""
+    # the programming languages of the task's data sets: inference marks other languages out of
+    # domain (task option ``languages`` overrides it for a run trained on other data)
+    languages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})

@@ -58,6 +58,7 @@ class CloneTask(BinaryTask):
     name = "clone"
     metric = "f1"
     description = "clone detection (BigCloneBench): pair of methods -> clone?; F1 at 0.5"
+    languages = ("java",)
     label_fields = ("label", "target")
     # ~77% of BigCloneBench pairs are clones. A class-weighted loss with the fixed 0.5 threshold
     # thresholds the true probability near 0.77 and biases F1 down; instead the loss is unweighted
