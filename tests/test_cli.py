@@ -39,6 +39,9 @@ def test_train_evaluate_predict(tmp_path, task_files, capsys, backbone):
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["weighting"] == "uncertainty"
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert "## Metrics" in (run / "README.md").read_text()
+    assert (run / "learning_curve.png").stat().st_size > 5000
+    history = json.loads((run / "history.json").read_text())
+    assert [r["examples_seen"]["defect"] for r in history] == [12, 24]  # 3 steps x batch 4 per epoch
 
     # evaluate reloads the run from disk and reproduces the test metrics exactly
     assert main(["evaluate", str(run), "--output", str(tmp_path / "again.json")]) == 0

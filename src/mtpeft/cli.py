@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtpeft.allocator import configure_allocator
 from mtpeft.baselines.command import add_parser as add_prompt_baseline_parser
 from mtpeft.config import default_config_path, load_yaml, parse_override, resolve_config, select_tasks
 from mtpeft.errors import MtpeftError
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # peft calls a transformers property that transformers 5 deprecates; nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    configure_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -26,6 +26,7 @@ from mtpeft.evaluation.evaluate import evaluate_sets
 from mtpeft.evaluation.trivial import trivial_baselines
 from mtpeft.model.build import build_model
 from mtpeft.model.multitask import MultiTaskModel
+from mtpeft.plots import learning_curve
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
 from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
@@ -103,7 +104,10 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
     trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb")
     with ledger.phase("train_and_validate"):
         result = trainer.fit()
-    write_json(run_dir / "history.json", [dataclasses.asdict(r) for r in result.history])
+    history = [dataclasses.asdict(r) for r in result.history]
+    write_json(run_dir / "history.json", history)
+    headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
+    learning_curve(history, headline, run_dir / "learning_curve.png", f"{config.method.name} on {', '.join(tasks)}")
     # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
     with ledger.phase("reload"):
         del model, trainer

@@ -134,6 +134,12 @@ class Task(ABC):
     @abstractmethod
     def loss(self, model: "MultiTaskModel", batch: Batch) -> torch.Tensor: ...
 
+    carves_valid: bool = False  # True when carve_valid cuts validation sets out of the training data
+
+    def carve_valid(self, train: list[Any], seed: int) -> tuple[list[Any], list[EvalSet]]:
+        """Extra validation sets cut out of the training data (default: none, train unchanged)."""
+        return train, []
+
     def prepare(self, train: Sequence[Any]) -> None:
         """Look at the training set once before training (e.g. class balance); default: nothing."""
 

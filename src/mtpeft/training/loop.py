@@ -58,6 +58,7 @@ class EpochRecord:
     valid: dict[str, dict[str, float]]
     score: float
     best: bool
+    examples_seen: dict[str, int] = field(default_factory=dict)  # training examples per task so far
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TrainResult:
     best_epoch: int = -1
     steps: int = 0
     tokens: int = 0
+    examples_seen: dict[str, int] = field(default_factory=dict)
 
 
 class Trainer:
@@ -124,7 +126,9 @@ class Trainer:
                 for step_tasks in bar:
                     losses = {}
                     for name in step_tasks:
-                        batch = self.tasks[name].collate(next(iterators[name]), self.tokenizer, self.max_len)
+                        examples = next(iterators[name])
+                        result.examples_seen[name] = result.examples_seen.get(name, 0) + len(examples)
+                        batch = self.tasks[name].collate(examples, self.tokenizer, self.max_len)
                         result.tokens += count_tokens(batch)
                         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                             loss = self.tasks[name].loss(self.model, batch).float()
@@ -170,4 +174,4 @@ class Trainer:
         train_loss = {n: losses_sum[n] / max(losses_n[n], 1) for n in losses_sum}
         summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in metrics.items())
         tqdm.write(f"epoch {epoch}: valid score {score:.4f}{' (best)' if best else ''} | {summary}")
-        return EpochRecord(epoch, result.steps, train_loss, weights, metrics, score, best)
+        return EpochRecord(epoch, result.steps, train_loss, weights, metrics, score, best, dict(result.examples_seen))

@@ -1,0 +1,35 @@
+"""Plots of one run: the learning curve (validation metric against training examples seen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def learning_curve(history: list[dict[str, Any]], headline: dict[str, str], path: Path, title: str = "") -> Path | None:
+    """One line per validation set: its headline metric at each validation, x = that task's
+    training examples seen so far. ``headline`` maps a set name (``search/cosqa``) to its metric."""
+    if not history:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for set_name, metric in headline.items():
+        task = set_name.split("/")[0]
+        points = [(r.get("examples_seen", {}).get(task, r["step"]), r["valid"][set_name][metric])
+                  for r in history if set_name in r.get("valid", {}) and metric in r["valid"][set_name]]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=f"{set_name} ({metric})")
+    ax.set_xlabel("training examples seen by the task")
+    ax.set_ylabel("validation metric")
+    ax.set_title(title or "Learning curve (validation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
