@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# source trees that the analyze/index tests read; their test_*.py files are data, not tests
+collect_ignore = ["fixtures"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
@@ -69,3 +72,35 @@ def tiny_config(task_files: dict, output: Path, backbone: str = "tiny-bert", **t
         "training": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 3, "lr": 1e-3, "progress": False, "seed": 7} | training,
         "output_dir": str(output),
     }
+
+
+def save_untrained_run(run_dir: Path, task_files: dict, **training) -> Path:
+    """A run directory with a randomly perturbed (untrained) tiny-bert model: what inference reads,
+    without spending seconds on training."""
+    from mtpeft.config import resolve_config, save_config
+    from mtpeft.model.build import build_model
+    from mtpeft.recipes import build_tasks
+    from mtpeft.training.checkpoint import save_checkpoint
+    from mtpeft.training.weighting import build_weighting
+
+    # float32 throughout (no bf16 autocast even where the CPU has it): exact comparisons in tests
+    config = resolve_config(tiny_config(task_files, run_dir, **({"bf16": False} | training)))
+    tasks = build_tasks(config)
+    torch.manual_seed(0)
+    model, method = build_model(config, tasks)
+    with torch.no_grad():  # away from the identity init, so scores differ between functions
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    state = {"tasks": {name: task.state() for name, task in tasks.items()}}
+    save_checkpoint(run_dir, model, method, {"loss_weighting": build_weighting("learned_softmax", list(tasks))}, state)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One untrained tiny run shared by the inference, analyze, index and serving tests."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    return save_untrained_run(root / "run", tiny_task_files(root / "data"))

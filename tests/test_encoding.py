@@ -126,3 +126,16 @@ def test_attention_dropout_is_off_by_default_and_configurable():
     source = str(tiny_backbone_dir("bert"))
     assert load_pretrained(source, attention_dropout=0.0).model.config.attention_probs_dropout_prob == 0.0
     assert load_pretrained(source, attention_dropout=0.3, hidden_dropout=0.2).model.config.hidden_dropout_prob == 0.2
+
+
+def test_function_disjoint_clone_validation():
+    pairs = [Example(f"{a}\t{b}", f"f{a}", int((a + b) % 3 == 0), f"f{b}") for a in range(20) for b in range(a + 1, 20)]
+    task = build_task("clone", {"unseen_valid": 0.3})
+    train, (unseen,) = task.carve_valid(pairs, seed=1)
+    held = {i for e in unseen.data for i in e.id.split("\t")}
+    assert unseen.name == "clone/unseen" and len(held) == 6 and len(unseen.data) == 15
+    assert not held & {i for e in train for i in e.id.split("\t")}  # held functions never train
+    assert len(train) == len(pairs) - 15 - 6 * 14  # pairs with one held function are dropped
+    assert build_task("clone").carve_valid(pairs, 1) == (pairs, [])
+    with pytest.raises(MtpeftError, match="unseen_valid"):
+        build_task("clone", {"unseen_valid": 0.01}).carve_valid(pairs, 1)

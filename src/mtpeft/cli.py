@@ -120,6 +120,134 @@ def run_report(args: argparse.Namespace) -> None:
     print(runs_table(runs))
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (never in CI logs or redirected output)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def load_encoder(args: argparse.Namespace) -> Any:
+    import torch
+
+    from mtpeft.inference.encoder import SharedEncoder
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return SharedEncoder.from_run(args.run, args.batch_size, show_progress(args))
+
+
+def add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=32, help="functions per backbone pass")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+
+
+def add_analyze_parser(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="score every function of a source tree with every head (one backbone pass each)",
+                       description="Parse Java, C/C++ and Python files with tree-sitter; report vulnerability and "
+                                   "flaky-test probabilities and clone groups as a table, JSON, SARIF 2.1.0 and HTML.")
+    p.add_argument("path", type=Path, help="a source file or directory")
+    p.add_argument("--run", type=Path, required=True, help="a run directory of 'mtpeft train'")
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="write analysis.json, analysis.sarif and report.html into this directory")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--sarif", type=Path, default=None, help="write the SARIF 2.1.0 report here")
+    p.add_argument("--html", type=Path, default=None, help="write the HTML report here")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="report defect/flaky scores at or above this (default: each head's validation threshold)")
+    p.add_argument("--top", type=int, default=30, help="rows of the terminal table")
+    p.add_argument("--html-findings", type=int, default=50, help="findings shown in the HTML report")
+    p.add_argument("--max-file-bytes", type=int, default=1_000_000, help="larger files are skipped (and reported)")
+    p.add_argument("--clone-neighbours", type=int, default=5, help="nearest neighbours per function sent to the clone head")
+    add_inference_options(p)
+    p.set_defaults(func=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> None:
+    import json
+
+    from mtpeft.analysis.analyze import AnalyzeOptions, analyze_path, format_table
+    from mtpeft.analysis.html import to_html
+    from mtpeft.analysis.sarif import to_sarif
+
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        raise MtpeftError(f"--min-score must be a probability in [0, 1], got {args.min_score}")
+    options = AnalyzeOptions(min_score=args.min_score, max_file_bytes=args.max_file_bytes,
+                             clone_neighbours=args.clone_neighbours, progress=show_progress(args))
+    encoder = load_encoder(args)
+    analysis = analyze_path(args.path, encoder, options)
+    print(format_table(analysis, args.top))
+    targets = {"json": args.json, "sarif": args.sarif, "html": args.html}
+    if args.output:
+        defaults = {"json": "analysis.json", "sarif": "analysis.sarif", "html": "report.html"}
+        targets = {k: v or args.output / defaults[k] for k, v in targets.items()}
+    writers = {"json": lambda: json.dumps(analysis.to_dict(), indent=1), "sarif": lambda: json.dumps(to_sarif(analysis), indent=1),
+               "html": lambda: to_html(analysis, args.html_findings)}
+    for kind, target in targets.items():
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(writers[kind]() + "\n", encoding="utf-8")
+            print(f"wrote {kind}: {target}")
+
+
+def add_index_parsers(sub: Any) -> None:
+    p = sub.add_parser("index", help="embed every function of a source tree for code search (incremental)",
+                       description="Build or update a search index: only new or changed functions are embedded.")
+    p.add_argument("path", type=Path, help="a source file or directory")
+    p.add_argument("--run", type=Path, required=True, help="a run directory with a search head")
+    p.add_argument("--index", type=Path, required=True, help="the index directory (created or updated)")
+    p.add_argument("--max-file-bytes", type=int, default=1_000_000, help="larger files are skipped (and reported)")
+    add_inference_options(p)
+    p.set_defaults(func=run_index)
+    p = sub.add_parser("search", help="natural-language search over an index of 'mtpeft index'")
+    p.add_argument("query", help="what the code should do, e.g. \"read a file line by line\"")
+    p.add_argument("--index", type=Path, required=True, help="an index directory")
+    p.add_argument("--run", type=Path, default=None, help="the run that built the index (default: the one it records)")
+    p.add_argument("-k", "--top", type=int, default=10, help="results to show")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_inference_options(p)
+    p.set_defaults(func=run_search)
+
+
+def run_index(args: argparse.Namespace) -> None:
+    from mtpeft.serving.index import CodeIndex, build_index
+
+    previous = None
+    if args.index.exists() and any(args.index.iterdir()):
+        try:
+            previous = CodeIndex.load(args.index)
+        except MtpeftError as error:
+            print(f"mtpeft: note: {error}; rebuilding", file=sys.stderr)
+    encoder = load_encoder(args)
+    index, stats = build_index(args.path, encoder, previous, args.max_file_bytes, show_progress(args))
+    index.save(args.index)
+    for item in stats["skipped"]:
+        print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    print(f"indexed {stats['functions']} functions in {stats['files']} files ({stats['files_changed']} new or changed, "
+          f"{stats['files_unchanged']} unchanged, {stats['files_removed']} removed); embedded {stats['functions_embedded']} "
+          f"in {stats['seconds']} s -> {args.index}")
+
+
+def run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from mtpeft.inference.encoder import SharedEncoder
+    from mtpeft.serving.index import CodeIndex
+
+    if not args.query.strip():
+        raise MtpeftError("the query is empty")
+    if args.top < 1:
+        raise MtpeftError(f"-k must be at least 1, got {args.top}")
+    index = CodeIndex.load(args.index)
+    args.run = args.run or Path(index.run)
+    encoder = load_encoder(args)
+    results = index.search(encoder.embed_queries([args.query]), args.top)[0]
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    for r in results:
+        print(f"{r['score']:.3f}  {r['file']}:{r['line']}  {r['name']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
     p.set_defaults(func=run_list)
     add_prompt_baseline_parser(sub)
+    add_analyze_parser(sub)
+    add_index_parsers(sub)
     return parser
 
 

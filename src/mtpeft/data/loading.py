@@ -36,11 +36,13 @@ def load_task_data(task: Task, spec: TaskConfig, training: TrainingConfig, skips
     seed, cap = training.seed, training.max_eval_per_task
     valid_cap = training.max_valid_per_task if training.max_valid_per_task is not None else cap
     data = TaskData()
-    needs_train = with_train or spec.valid is None
+    needs_train = with_train or spec.valid is None or task.carves_valid
     if needs_train:
         if spec.train is None:
             raise MtpeftError(f"task {task.name}: no 'train' data given")
         train = task.read_train(spec.train, skips)
+        train, carved = task.carve_valid(train, seed)
+        data.valid += [EvalSet(s.name, subsample(s.data, valid_cap, seed)) for s in carved]
         if spec.valid is None:
             train, held = hold_out(train, spec.valid_fraction, seed)
             data.valid.append(task.evalset_from_examples(task.name, subsample(held, valid_cap, seed)))

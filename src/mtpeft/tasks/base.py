@@ -90,6 +90,9 @@ class Task(ABC):
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric used for checkpoint selection
     description: ClassVar[str] = ""
+    # the programming languages of the task's data sets: inference marks other languages out of
+    # domain (task option ``languages`` overrides it for a run trained on other data)
+    languages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -130,6 +133,12 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, model: "MultiTaskModel", batch: Batch) -> torch.Tensor: ...
+
+    carves_valid: bool = False  # True when carve_valid cuts validation sets out of the training data
+
+    def carve_valid(self, train: list[Any], seed: int) -> tuple[list[Any], list[EvalSet]]:
+        """Extra validation sets cut out of the training data (default: none, train unchanged)."""
+        return train, []
 
     def prepare(self, train: Sequence[Any]) -> None:
         """Look at the training set once before training (e.g. class balance); default: nothing."""

@@ -12,6 +12,7 @@ functions file (option ``functions``), as in CodeXGLUE.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,7 +24,7 @@ from mtpeft.data import SkipCounter, pick_text, read_jsonl
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import binary_f1
-from mtpeft.tasks.base import Batch, EvalContext, pooled_states
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, pooled_states
 from mtpeft.tasks.binary import BinaryTask, Example, MLPHead
 from mtpeft.tasks.encoding import encode_texts
 from mtpeft.tasks.registry import register_task
@@ -58,6 +59,7 @@ class CloneTask(BinaryTask):
     name = "clone"
     metric = "f1"
     description = "clone detection (BigCloneBench): pair of methods -> clone?; F1 at 0.5"
+    languages = ("java",)
     label_fields = ("label", "target")
     # ~77% of BigCloneBench pairs are clones. A class-weighted loss with the fixed 0.5 threshold
     # thresholds the true probability near 0.77 and biases F1 down; instead the loss is unweighted
@@ -119,6 +121,35 @@ class CloneTask(BinaryTask):
             self.options["functions"] = options["functions"]
             self._functions = None
         return super().read_predict(path, skips, options)
+
+    # ---- function-disjoint validation ----------------------------------------------------------
+    @property
+    def carves_valid(self) -> bool:  # type: ignore[override]
+        return float(self.options.get("unseen_valid", 0) or 0) > 0
+
+    def carve_valid(self, train: list[Example], seed: int) -> tuple[list[Example], list[EvalSet]]:
+        """``unseen_valid: F``: a seeded share F of the training functions leaves training entirely.
+        Pairs of two such functions become the ``clone/unseen`` validation set; pairs with one of
+        them are dropped. BigCloneBench's test pairs mostly reuse training functions, so only this
+        set says how the model does on methods it has never seen."""
+        if not self.carves_valid:
+            return train, []
+        fraction = float(self.options["unseen_valid"])
+        if not 0 < fraction < 1:
+            raise MtpeftError(f"clone option unseen_valid must be between 0 and 1, got {fraction}")
+        functions = sorted({i for e in train for i in e.id.split("\t")})
+        held = set(random.Random(seed).sample(functions, max(1, round(fraction * len(functions)))))
+        kept, unseen = [], []
+        for example in train:
+            inside = sum(i in held for i in example.id.split("\t"))
+            if inside == 0:
+                kept.append(example)
+            elif inside == 2:
+                unseen.append(example)
+        if not kept or len({e.label for e in unseen}) < 2:
+            raise MtpeftError(f"clone option unseen_valid {fraction}: too few pairs for a function-disjoint "
+                              f"validation set ({len(unseen)} pairs); raise it or remove it")
+        return kept, [EvalSet(f"{self.name}/unseen", unseen)]
 
     # ---- model ------------------------------------------------------------------------------
     def make_head(self, hidden_size: int) -> nn.Module:

@@ -80,6 +80,7 @@ class SearchTask(Task):
     name = "search"
     metric = "mrr"
     description = "code search (CodeSearchNet/AdvTest, CoSQA): query -> code; MRR over the whole set"
+    languages = ("ruby", "python")
 
     @property
     def scale(self) -> float:

@@ -1,0 +1,1 @@
+"""Source analysis: tree-sitter extraction, analyze, SARIF and HTML reports."""

@@ -1,0 +1,1 @@
+"""Inference: one backbone pass per function feeds every head; embedding cache."""

@@ -1,0 +1,1 @@
+"""Serving: a search index over a code base and the HTTP API."""
