@@ -29,12 +29,12 @@ from mtpeft.evaluation.evaluate import evaluate_sets
 from mtpeft.evaluation.trivial import trivial_baselines
 from mtpeft.model.build import build_model
 from mtpeft.model.multitask import MultiTaskModel
-from mtpeft.plots import learning_curve
+from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
 from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
-from mtpeft.training.weighting import build_weighting
+from mtpeft.training.weightings import build_weighting
 
 
 def build_tasks(config: RunConfig) -> dict[str, Task]:
@@ -84,7 +84,7 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/{ADAPTER}/ is missing)")
     try:
         model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
-        load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks))})
+        load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)})
     except MtpeftError:
         raise
     except (SafetensorError, ValueError, RuntimeError, OSError, KeyError) as exc:
@@ -104,24 +104,21 @@ RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "d
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
-    """Refuse to train into a folder that holds something, unless asked: a second run there would
-    mix its config and outputs with the first run's weights."""
+    """Refuse to train into a folder that holds another run's outputs, unless asked: a second run
+    there would mix its config and outputs with the first run's weights. (Other files, such as a
+    study's status file, may be there.)"""
     if run_dir.exists() and not run_dir.is_dir():
         raise MtpeftError(f"--output {run_dir}: exists and is not a folder")
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return
-    if resume:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if not previous or resume:
         return
     if not overwrite:
-        raise MtpeftError(f"--output {run_dir}: the folder is not empty; choose another folder, "
-                          "or give --overwrite to replace the run in it")
-    for name in RUN_OUTPUTS:
+        raise MtpeftError(f"--output {run_dir}: the folder is not empty (it holds {', '.join(previous[:3])}); "
+                          "choose another folder, or give --overwrite to replace the run in it")
+    for name in previous:
         path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     for stale in run_dir.glob(".checkpoint.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -166,6 +163,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     write_json(run_dir / "history.json", history)
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
     learning_curve(history, headline, run_dir / "learning_curve.png", f"{config.method.name} on {', '.join(tasks)}")
+    loss_weights_plot(history, run_dir / "loss_weights.png", f"{config.training.weighting} loss weights ({config.method.name})")
     # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
     with ledger.phase("reload"):
         del model, trainer
