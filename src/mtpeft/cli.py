@@ -26,7 +26,7 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--batch-size", "training.batch_size", int, "training batch size per task"),
     ("--lr", "training.lr", float, "learning rate"),
     ("--sampler", "training.sampler", str, "round_robin | proportional | temperature"),
-    ("--weighting", "training.weighting", str, "equal | learned_softmax | uncertainty"),
+    ("--weighting", "training.weighting", str, "loss weighting: learned_softmax | equal | uncertainty | loss_normalized | gradnorm | famo (options: --set training.weighting_options.KEY=V)"),
     ("--max-train-per-task", "training.max_train_per_task", int, "cap on training examples per task"),
     ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
     ("--max-valid-per-task", "training.max_valid_per_task", int, "cap on validation examples per set (default: --max-eval-per-task)"),
@@ -97,7 +97,7 @@ def run_list(args: argparse.Namespace) -> None:
     from mtpeft.model.methods import METHODS
     from mtpeft.tasks import TASKS
     from mtpeft.training.samplers import SAMPLERS
-    from mtpeft.training.weighting import WEIGHTINGS
+    from mtpeft.training.weightings import WEIGHTINGS
 
     print("tasks:      " + ", ".join(TASKS.names()))
     print("methods:    " + ", ".join(METHODS.names()))
@@ -248,6 +248,35 @@ def run_search(args: argparse.Namespace) -> None:
         print(f"{r['score']:.3f}  {r['file']}:{r['line']}  {r['name']}")
 
 
+def add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="HTTP JSON API for the four heads and search (FastAPI + uvicorn)",
+                       description="Serve a run: /v1/analyze, /v1/defect, /v1/flaky, /v1/clone, /v1/embed, /v1/search, "
+                                   "/health; OpenAPI at /openapi.json, rendered at /docs.")
+    p.add_argument("--run", type=Path, required=True, help="a run directory of 'mtpeft train'")
+    p.add_argument("--index", type=Path, default=None, help="an index of 'mtpeft index' for /v1/search")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    p.add_argument("--max-batch", type=int, default=64, help="functions (or pairs) per request")
+    p.add_argument("--max-batch-texts", type=int, default=256, help="texts gathered from concurrent requests into one pass")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0, help="how long a request waits for others to share its pass")
+    add_inference_options(p)
+    p.set_defaults(func=run_serve, no_progress=True)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from mtpeft.serving.index import CodeIndex
+    from mtpeft.serving.server import Limits, serve
+
+    for name in ("max_body_bytes", "max_batch", "max_batch_texts"):
+        if getattr(args, name) < 1:
+            raise MtpeftError(f"--{name.replace('_', '-')} must be at least 1")
+    index = CodeIndex.load(args.index) if args.index else None
+    encoder = load_encoder(args)
+    limits = Limits(args.max_body_bytes, args.max_batch, args.max_batch_texts, args.batch_wait_ms)
+    serve(encoder, index, args.host, args.port, limits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompt_baseline_parser(sub)
     add_analyze_parser(sub)
     add_index_parsers(sub)
+    add_serve_parser(sub)
     return parser
 
 

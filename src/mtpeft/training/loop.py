@@ -27,7 +27,7 @@ from mtpeft.model.precision import bf16_supported
 from mtpeft.tasks.base import EvalContext, Task, TaskData
 from mtpeft.training.batching import build_stream
 from mtpeft.training.samplers import build_sampler
-from mtpeft.training.weighting import LossWeighting, build_weighting
+from mtpeft.training.weightings import LossWeighting, build_weighting
 
 
 def seed_everything(seed: int) -> None:
@@ -59,6 +59,7 @@ class EpochRecord:
     score: float
     best: bool
     examples_seen: dict[str, int] = field(default_factory=dict)  # training examples per task so far
+    weights: list[dict[str, float]] = field(default_factory=list)  # loss weights after each step of the epoch
 
 
 @dataclass
@@ -89,14 +90,15 @@ class Trainer:
         self.log_dir = log_dir
         self.tokenizer = model.backbone.tokenizer
         self.bf16 = use_bf16(config)
-        self.weighting = build_weighting(config.weighting, list(tasks))
+        self.weighting = build_weighting(config.weighting, list(tasks), config.weighting_options)
+        self.shared = list(model.backbone_parameters())  # what GradNorm measures gradients on (not heads)
 
     def optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         groups = [
             {"params": list(self.model.backbone_parameters()), "lr": c.lr, "weight_decay": c.weight_decay},
             {"params": list(self.model.heads.parameters()), "lr": c.head_lr or c.lr, "weight_decay": c.weight_decay},
-            {"params": list(self.weighting.parameters()), "lr": c.lr, "weight_decay": 0.0},
+            *self.weighting.param_groups(c.lr),
         ]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
@@ -122,6 +124,7 @@ class Trainer:
                 losses_sum = {name: 0.0 for name in self.tasks}
                 losses_n = {name: 0 for name in self.tasks}
                 self.model.train()
+                step_weights: list[dict[str, float]] = []
                 bar = tqdm(sampler.epoch(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{c.epochs}", disable=not c.progress)
                 for step_tasks in bar:
                     losses = {}
@@ -135,24 +138,40 @@ class Trainer:
                         # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
                         # each task now so only one task's activations are alive at a time
                         self.weighting.term(name, loss).backward()
+                        self.weighting.observe_gradients(name, self.shared)
                         losses[name] = loss.detach()
+                    penalty = self.weighting.regularizer()
+                    if penalty is not None:
+                        penalty.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
                     optimizer.step()
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
+                    self.weighting.after_step(losses)
                     result.steps += 1
+                    step_weights.append(self.log_weights(writer, result.steps))
                     for name, value in losses.items():
                         losses_sum[name] += value.item()
                         losses_n[name] += 1
                         if writer:
                             writer.add_scalar(f"train_loss/{name}", value.item(), result.steps)
                     bar.set_postfix({n: f"{v.item():.3f}" for n, v in losses.items()})
+                self.weighting.end_epoch({n: losses_sum[n] / losses_n[n] for n in losses_sum if losses_n[n]})
                 record = self.validate(epoch, result, losses_sum, losses_n, ctx, writer)
+                record.weights = step_weights
                 result.history.append(record)
         finally:
             if writer:
                 writer.close()
         return result
+
+    def log_weights(self, writer: SummaryWriter | None, step: int) -> dict[str, float]:
+        """The loss weights after a step: TensorBoard ``loss_weight/TASK`` and history.json."""
+        weights = self.weighting.weights()
+        if writer:
+            for name, w in weights.items():
+                writer.add_scalar(f"loss_weight/{name}", w, step)
+        return {"step": step} | {n: round(w, 6) for n, w in weights.items()}
 
     def validate(self, epoch: int, result: TrainResult, losses_sum: dict, losses_n: dict, ctx: EvalContext, writer: SummaryWriter | None) -> EpochRecord:
         valid_sets = {name: data.valid for name, data in self.data.items()}
@@ -169,8 +188,6 @@ class Trainer:
                 for metric, value in values.items():
                     writer.add_scalar(f"valid/{set_name}/{metric}", value, epoch)
             writer.add_scalar("valid/selection_score", score, epoch)
-            for name, w in weights.items():
-                writer.add_scalar(f"loss_weight/{name}", w, epoch)
         train_loss = {n: losses_sum[n] / max(losses_n[n], 1) for n in losses_sum}
         summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in metrics.items())
         tqdm.write(f"epoch {epoch}: valid score {score:.4f}{' (best)' if best else ''} | {summary}")
