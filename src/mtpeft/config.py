@@ -71,6 +71,7 @@ class TrainingConfig:
     max_valid_per_task: int | None = None  # tighter cap for validation sets (None: max_eval_per_task)
     bucket_window: int = 50  # batches whose examples are sorted by length together
     seed: int = 42
+    validate_every: int | None = None  # steps between validations; None: at the end of every epoch
     skip_bad_records: bool = False
     progress: bool = True
 
