@@ -26,7 +26,7 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--batch-size", "training.batch_size", int, "training batch size per task"),
     ("--lr", "training.lr", float, "learning rate"),
     ("--sampler", "training.sampler", str, "round_robin | proportional | temperature"),
-    ("--weighting", "training.weighting", str, "equal | learned_softmax | uncertainty"),
+    ("--weighting", "training.weighting", str, "loss weighting: learned_softmax | equal | uncertainty | loss_normalized | gradnorm | famo (options: --set training.weighting_options.KEY=V)"),
     ("--max-train-per-task", "training.max_train_per_task", int, "cap on training examples per task"),
     ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
     ("--max-valid-per-task", "training.max_valid_per_task", int, "cap on validation examples per set (default: --max-eval-per-task)"),
@@ -97,7 +97,7 @@ def run_list(args: argparse.Namespace) -> None:
     from mtpeft.model.methods import METHODS
     from mtpeft.tasks import TASKS
     from mtpeft.training.samplers import SAMPLERS
-    from mtpeft.training.weighting import WEIGHTINGS
+    from mtpeft.training.weightings import WEIGHTINGS
 
     print("tasks:      " + ", ".join(TASKS.names()))
     print("methods:    " + ", ".join(METHODS.names()))

@@ -26,12 +26,12 @@ from mtpeft.evaluation.evaluate import evaluate_sets
 from mtpeft.evaluation.trivial import trivial_baselines
 from mtpeft.model.build import build_model
 from mtpeft.model.multitask import MultiTaskModel
-from mtpeft.plots import learning_curve
+from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
 from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
-from mtpeft.training.weighting import build_weighting
+from mtpeft.training.weightings import build_weighting
 
 
 def build_tasks(config: RunConfig) -> dict[str, Task]:
@@ -62,7 +62,7 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]
     tasks = build_tasks(config)
     ckpt = checkpoint_dir(run_dir)
     model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
-    load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks))})
+    load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)})
     state = load_state(ckpt)
     for name, task in tasks.items():
         task.load_state(state.get("tasks", {}).get(name, {}))
@@ -109,6 +109,7 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
     write_json(run_dir / "history.json", history)
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
     learning_curve(history, headline, run_dir / "learning_curve.png", f"{config.method.name} on {', '.join(tasks)}")
+    loss_weights_plot(history, run_dir / "loss_weights.png", f"{config.training.weighting} loss weights ({config.method.name})")
     # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
     with ledger.phase("reload"):
         del model, trainer

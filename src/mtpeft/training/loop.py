@@ -29,7 +29,7 @@ from mtpeft.model.precision import bf16_supported
 from mtpeft.tasks.base import EvalContext, Task, TaskData
 from mtpeft.training.batching import build_stream
 from mtpeft.training.samplers import TaskSampler, build_sampler
-from mtpeft.training.weighting import LossWeighting, build_weighting
+from mtpeft.training.weightings import LossWeighting, build_weighting
 
 
 def seed_everything(seed: int) -> None:
@@ -63,6 +63,7 @@ class EpochRecord:
     score: float
     best: bool
     examples_seen: dict[str, int] = field(default_factory=dict)  # training examples per task so far
+    weights: list[dict[str, float]] = field(default_factory=list)  # loss weights after each step since the previous validation
 
 
 @dataclass
@@ -80,6 +81,8 @@ class TrainResult:
     epoch: int = 1  # the epoch being trained (1-based)
     step_in_epoch: int = 0  # steps done in that epoch
     interval_loss: dict[str, list[float]] = field(default_factory=dict)  # task -> [sum, n] since the last validation
+    epoch_loss: dict[str, list[float]] = field(default_factory=dict)  # task -> [sum, n] in the current epoch
+    step_weights: list[dict[str, float]] = field(default_factory=list)  # loss weights per step since the last validation
 
 
 class Stream:
@@ -118,7 +121,8 @@ class Trainer:
         self.phase = phase or (lambda name: contextlib.nullcontext())  # times validation apart from training
         self.tokenizer = model.backbone.tokenizer
         self.bf16 = use_bf16(config)
-        self.weighting = build_weighting(config.weighting, list(tasks))
+        self.weighting = build_weighting(config.weighting, list(tasks), config.weighting_options)
+        self.shared = list(model.backbone_parameters())  # what GradNorm measures gradients on (not heads)
         self.writer: SummaryWriter | None = None
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ class Trainer:
         groups = [
             {"params": list(self.model.backbone_parameters()), "lr": c.lr, "weight_decay": c.weight_decay},
             {"params": list(self.model.heads.parameters()), "lr": c.head_lr or c.lr, "weight_decay": c.weight_decay},
-            {"params": list(self.weighting.parameters()), "lr": c.lr, "weight_decay": 0.0},
+            *self.weighting.param_groups(c.lr),
         ]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
@@ -172,11 +176,15 @@ class Trainer:
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            self.weighting.after_step(losses)
             state.steps += 1
             state.step_in_epoch += 1
             self.log_losses(state, losses)
             bar.set_postfix({n: f"{v:.3f}" for n, v in losses.items()})
             epoch_done = state.step_in_epoch == steps_per_epoch
+            if epoch_done:
+                self.weighting.end_epoch({n: total_ / count for n, (total_, count) in state.epoch_loss.items() if count})
+                state.epoch_loss = {}
             if self.validation_due(state, epoch_done, total):
                 self.validate(state, epoch)
                 self.model.train()
@@ -196,17 +204,28 @@ class Trainer:
             # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
             # each task now so only one task's activations are alive at a time
             self.weighting.term(name, loss).backward()
+            self.weighting.observe_gradients(name, self.shared)
             losses[name] = loss.item()
+        penalty = self.weighting.regularizer()
+        if penalty is not None:
+            penalty.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         return losses
 
     def log_losses(self, state: TrainResult, losses: dict[str, float]) -> None:
+        """Running loss means (per validation interval and per epoch) and the step's loss weights:
+        TensorBoard ``train_loss/TASK``, ``loss_weight/TASK`` and history.json."""
         for name, value in losses.items():
-            running = state.interval_loss.setdefault(name, [0.0, 0])
-            running[0] += value
-            running[1] += 1
+            for running in (state.interval_loss.setdefault(name, [0.0, 0]), state.epoch_loss.setdefault(name, [0.0, 0])):
+                running[0] += value
+                running[1] += 1
             if self.writer:
                 self.writer.add_scalar(f"train_loss/{name}", value, state.steps)
+        weights = self.weighting.weights()
+        if self.writer:
+            for name, w in weights.items():
+                self.writer.add_scalar(f"loss_weight/{name}", w, state.steps)
+        state.step_weights.append({"step": state.steps} | {n: round(w, 6) for n, w in weights.items()})
 
     def validation_due(self, state: TrainResult, epoch_done: bool, total: int) -> bool:
         every = self.config.validate_every
@@ -225,9 +244,9 @@ class Trainer:
                 state.best_score, state.best_epoch, state.best_step, state.best_valid = score, epoch, state.steps, metrics
                 self.save_best(self.weighting, {"epoch": epoch, "step": state.steps, "valid_score": score})
         record = EpochRecord(epoch, state.steps, self.interval_means(state), self.weighting.weights(), metrics, score,
-                             best, dict(state.examples_seen))
+                             best, dict(state.examples_seen), state.step_weights)
         state.history.append(record)
-        state.interval_loss = {}
+        state.interval_loss, state.step_weights = {}, []
         self.log_validation(record)
         return record
 
@@ -241,8 +260,6 @@ class Trainer:
                 for metric, value in values.items():
                     self.writer.add_scalar(f"valid/{set_name}/{metric}", value, record.step)
             self.writer.add_scalar("valid/selection_score", record.score, record.step)
-            for name, w in record.loss_weights.items():
-                self.writer.add_scalar(f"loss_weight/{name}", w, record.step)
         summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in record.valid.items())
         tqdm.write(f"epoch {record.epoch} step {record.step}: valid score {record.score:.4f}"
                    f"{' (best)' if record.best else ''} | {summary}")
