@@ -76,6 +76,7 @@ class TrainingConfig:
     # which examples the caps and the search hold-out keep: separate from ``seed``, so the runs of a
     # multi-seed study train and are scored on the same examples
     data_seed: int = 42
+    validate_every: int | None = None  # steps between validations; None: at the end of every epoch
     skip_bad_records: bool = False
     progress: bool = True
 
@@ -139,7 +140,7 @@ RANGES: dict[str, tuple[str, float | None, float | None, str]] = {
     "weight_decay": ("[", 0, None, ")"), "warmup": ("[", 0, 1, "]"), "max_grad_norm": ("(", 0, None, ")"),
     "temperature": ("(", 0, None, ")"), "max_train_per_task": ("[", 1, None, ")"),
     "max_eval_per_task": ("[", 1, None, ")"), "max_valid_per_task": ("[", 1, None, ")"),
-    "bucket_window": ("[", 1, None, ")"), "valid_fraction": ("(", 0, 1, ")"),
+    "bucket_window": ("[", 1, None, ")"), "validate_every": ("[", 1, None, ")"), "valid_fraction": ("(", 0, 1, ")"),
 }
 
 
