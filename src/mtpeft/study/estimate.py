@@ -41,8 +41,8 @@ class Rate:
     exact: bool = True  # same backbone and method
 
 
-def _eval_examples(sizes: dict[str, Any]) -> int:
-    return sum(sum(v.values()) if isinstance(v, dict) else 0 for s in sizes.values() for k, v in s.items() if k in ("valid", "test"))
+def _eval_examples(sizes: dict[str, Any], splits: tuple[str, ...] = ("valid", "test")) -> int:
+    return sum(sum(v.values()) if isinstance(v, dict) else 0 for s in sizes.values() for k, v in s.items() if k in splits)
 
 
 def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
@@ -60,10 +60,12 @@ def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
         sizes = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8")).get("sizes", {})
     except (FileNotFoundError, json.JSONDecodeError):
         sizes = {}
-    evaluated = _eval_examples(sizes)
+    # newer runs evaluate only the test sets after training ("evaluate_test"); older ones both splits
+    after = "evaluate_test" if "evaluate_test" in wall else "evaluate"
+    evaluated = _eval_examples(sizes, ("test",) if after == "evaluate_test" else ("valid", "test"))
     rate = Rate(
         s_train=wall["train_and_validate"] / examples,
-        s_eval=wall.get("evaluate", 0.0) / evaluated if evaluated else 0.0,
+        s_eval=wall.get(after, 0.0) / evaluated if evaluated else 0.0,
         fixed=sum(wall.get(k, 0.0) for k in ("load_data", "load_model", "reload")),
         source=str(run_dir),
     )

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter
+from mtpeft.errors import MtpeftError
 from mtpeft.tasks.encoding import Encoding, encode_texts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,8 +95,23 @@ class Task(ABC):
     # domain (task option ``languages`` overrides it for a run trained on other data)
     languages: ClassVar[tuple[str, ...]] = ()
 
+    # the options this class adds (a subclass lists only its own; ``known_options`` gathers them)
+    option_names: ClassVar[tuple[str, ...]] = ("max_len", "truncation", "windows", "pad_multiple", "languages",
+                                               "positive_fraction")
+
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.known_options()))
+        if unknown:
+            raise MtpeftError(f"task {self.name!r}: unknown option(s) {', '.join(unknown)}; "
+                              f"valid options: {', '.join(self.known_options())}")
+
+    @classmethod
+    def known_options(cls) -> list[str]:
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            names += [n for n in vars(klass).get("option_names", ()) if n not in names]
+        return names
 
     # ---- data -------------------------------------------------------------------------------
     @abstractmethod
@@ -144,11 +160,25 @@ class Task(ABC):
         """Look at the training set once before training (e.g. class balance); default: nothing."""
 
     # ---- evaluation -------------------------------------------------------------------------
+    # One forward pass per evaluation set: ``outputs`` runs the model once (probabilities,
+    # embeddings) and both ``tune_from`` (validation only) and ``score_from`` read its result.
     @abstractmethod
-    def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]: ...
+    def outputs(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> Any:
+        """The model's raw outputs on an evaluation set (no decision taken yet)."""
+
+    def tune_from(self, evalset: EvalSet, outputs: Any) -> None:
+        """Fit decision parameters (e.g. a threshold) on the outputs of a VALIDATION set; default: nothing."""
+
+    @abstractmethod
+    def score_from(self, evalset: EvalSet, outputs: Any) -> dict[str, float]:
+        """The metrics of an evaluation set from its outputs, with the current decision parameters."""
+
+    def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
+        return self.score_from(evalset, self.outputs(model, evalset, ctx))
 
     def calibrate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> None:
-        """Fit decision parameters on VALIDATION data (e.g. a threshold); default: nothing."""
+        """Fit decision parameters on VALIDATION data (one pass of its own; validation shares it)."""
+        self.tune_from(evalset, self.outputs(model, evalset, ctx))
 
     def state(self) -> dict[str, Any]:
         """Decision parameters saved with a checkpoint (e.g. the threshold chosen on validation)."""
