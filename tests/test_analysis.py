@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from mtpeft.analysis.extract import extract_file, extract_source, extract_tree
+from mtpeft.analysis.extract import extract_file, extract_source, extract_tree, source_files
 from mtpeft.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -247,3 +247,8 @@ def test_analyze_groups_the_confirmed_clones(tiny_run):
     assert analysis.stats["clone_shortlist"] <= len(analysis.functions)  # k = 1: at most one pair per function
     grouped = sorted(i for g in analysis.clone_groups for i in g)
     assert grouped == sorted({i for p in analysis.clone_pairs for i in (p["a"], p["b"])})
+
+
+def test_exclude_globs_skip_folders_and_files():
+    assert {p.name for p in source_files(FIXTURES, ["tests"])} == {"Buffer.java", "broken.py", "copy.c", "shape.cpp", "util.py"}
+    assert {p.name for p in source_files(FIXTURES, ["*.py", "src/shape.*"])} == {"Buffer.java", "copy.c", "BufferTest.java"}

@@ -141,6 +141,11 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
 
 
+def add_exclude_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip paths whose relative path or a folder name matches, e.g. --exclude test --exclude 'gen/*'")
+
+
 def add_analyze_parser(sub: Any) -> None:
     p = sub.add_parser("analyze", help="score every function of a source tree with every head (one backbone pass each)",
                        description="Parse Java, C/C++ and Python files with tree-sitter; report vulnerability and "
@@ -158,6 +163,7 @@ def add_analyze_parser(sub: Any) -> None:
     p.add_argument("--html-findings", type=int, default=50, help="findings shown in the HTML report")
     p.add_argument("--max-file-bytes", type=int, default=1_000_000, help="larger files are skipped (and reported)")
     p.add_argument("--clone-neighbours", type=int, default=5, help="nearest neighbours per function sent to the clone head")
+    add_exclude_option(p)
     add_inference_options(p)
     p.set_defaults(func=run_analyze)
 
@@ -172,7 +178,7 @@ def run_analyze(args: argparse.Namespace) -> None:
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         raise MtpeftError(f"--min-score must be a probability in [0, 1], got {args.min_score}")
     options = AnalyzeOptions(min_score=args.min_score, max_file_bytes=args.max_file_bytes,
-                             clone_neighbours=args.clone_neighbours, progress=show_progress(args))
+                             clone_neighbours=args.clone_neighbours, exclude=tuple(args.exclude), progress=show_progress(args))
     encoder = load_encoder(args)
     analysis = analyze_path(args.path, encoder, options)
     print(format_table(analysis, args.top))
@@ -202,6 +208,7 @@ def add_index_parsers(sub: Any) -> None:
     p.add_argument("--run", type=Path, required=True, help="a run directory with a search head")
     p.add_argument("--index", type=Path, required=True, help="the index directory (created or updated)")
     p.add_argument("--max-file-bytes", type=int, default=1_000_000, help="larger files are skipped (and reported)")
+    add_exclude_option(p)
     add_inference_options(p)
     p.set_defaults(func=run_index)
     p = sub.add_parser("search", help="natural-language search over an index of 'mtpeft index'")
@@ -225,7 +232,7 @@ def run_index(args: argparse.Namespace) -> None:
         except MtpeftError as error:
             print(f"mtpeft: note: {error}; rebuilding", file=sys.stderr)
     encoder = load_encoder(args)
-    index, stats = build_index(args.path, encoder, previous, args.max_file_bytes, show_progress(args))
+    index, stats = build_index(args.path, encoder, previous, args.max_file_bytes, show_progress(args), args.exclude)
     index.save(args.index)
     for item in stats["skipped"]:
         print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)

@@ -141,8 +141,8 @@ def embed_functions(encoder: Any, functions: Sequence[Function]) -> np.ndarray:
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def build_index(root: Path, encoder: Any, previous: CodeIndex | None = None,
-                max_bytes: int = DEFAULT_MAX_FILE_BYTES, progress: bool = False) -> tuple[CodeIndex, dict[str, Any]]:
+def build_index(root: Path, encoder: Any, previous: CodeIndex | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                progress: bool = False, exclude: Sequence[str] = ()) -> tuple[CodeIndex, dict[str, Any]]:
     """Index every function under ``root``, reusing what ``previous`` already holds."""
     from tqdm.auto import tqdm
 
@@ -160,7 +160,7 @@ def build_index(root: Path, encoder: Any, previous: CodeIndex | None = None,
         known = {e["hash"]: previous.vectors[i] for i, e in enumerate(previous.entries)}
     blocks: list[tuple[str, dict[str, Any], list[dict[str, Any]], list[np.ndarray | None], list[Function]]] = []
     skipped, unchanged, changed = [], 0, 0
-    for path in tqdm(source_files(root), desc="files", unit="file", disable=not progress):
+    for path in tqdm(source_files(root, exclude), desc="files", unit="file", disable=not progress):
         name = relative_name(path, root)
         digest = file_digest(path)
         old = previous.files.get(name) if previous is not None else None
