@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from mtpeft.allocator import configure_allocator
 from mtpeft.config import load_yaml, resolve_config
 from mtpeft.data import SkipCounter
 from mtpeft.model.backbone import minilm_dir
@@ -62,13 +63,15 @@ def cpu_facts() -> dict[str, Any]:
 
 def matmul_gflops(dtype: torch.dtype, m: int = 4096, k: int = 384, n: int = 1536, seconds: float = 2.0) -> float:
     """GFLOP/s of a matmul of the model's own shapes (tokens x hidden . hidden x intermediate)."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    a, b = torch.randn(m, k, dtype=dtype, device=DEVICE), torch.randn(k, n, dtype=dtype, device=DEVICE)
     for _ in range(3):
         a @ b
+    synchronize()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
         count += 1
+    synchronize()
     return 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
 
 
@@ -107,6 +110,22 @@ def devign_sample(data: Path, n: int, seed: int) -> list[tuple[str, int]]:
     return random.Random(seed).sample(rows, n)
 
 
+def to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+DEVICE = torch.device("cpu")
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def naive_variant(examples: list[tuple[str, int]], bf16: bool) -> Variant:
     """all-MiniLM-L6-v2 + peft LoRA r16 on query/value, CLS head, fixed padding to 256, batch 8."""
     from peft import LoraConfig, get_peft_model
@@ -115,7 +134,8 @@ def naive_variant(examples: list[tuple[str, int]], bf16: bool) -> Variant:
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     base = AutoModel.from_pretrained(minilm_dir())  # eval mode, as from_pretrained returns it
     model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.1, target_modules=["query", "value"]))
-    head = nn.Linear(base.config.hidden_size, 1)
+    model.to(DEVICE)
+    head = nn.Linear(base.config.hidden_size, 1).to(DEVICE)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     position = [0]
@@ -123,9 +143,9 @@ def naive_variant(examples: list[tuple[str, int]], bf16: bool) -> Variant:
     def step() -> tuple[int, int]:
         batch = [examples[(position[0] + i) % len(examples)] for i in range(8)]
         position[0] += 8
-        enc = tokenizer([t for t, _ in batch], truncation=True, max_length=256, padding="max_length", return_tensors="pt")
-        labels = torch.tensor([float(y) for _, y in batch])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        enc = to_device(dict(tokenizer([t for t, _ in batch], truncation=True, max_length=256, padding="max_length", return_tensors="pt")), DEVICE)
+        labels = torch.tensor([float(y) for _, y in batch], device=DEVICE)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
             cls = model(**enc).last_hidden_state[:, 0]
             loss = nn.functional.binary_cross_entropy_with_logits(head(cls).squeeze(-1).float(), labels)
         loss.backward()
@@ -150,6 +170,7 @@ def mtpeft_variant(name: str, data: Path, tasks: list[str], overrides: list[tupl
     task_objects = build_tasks(config)
     loaded, _ = load_data(config, task_objects, with_train=True)
     model, _ = build_model(config, task_objects)
+    model.to(DEVICE)
     t = config.training
     weighting = build_weighting(t.weighting, list(task_objects))
     streams = {}
@@ -158,17 +179,17 @@ def mtpeft_variant(name: str, data: Path, tasks: list[str], overrides: list[tupl
         streams[task_name] = iter(BucketedBatches(loaded[task_name].train, t.batch_size, task.text_length, t.seed + i, t.bucket_window))
     params = [p for p in model.parameters() if p.requires_grad] + list(weighting.parameters())
     optimizer = torch.optim.AdamW(params, lr=t.lr)
-    bf16 = t.bf16 and bf16_supported()
+    bf16 = t.bf16 and (DEVICE.type == "cuda" or bf16_supported())
     tokenizer = model.backbone.tokenizer
     model.train()
 
     def step() -> tuple[int, int]:
         useful, padded = 0, 0
         for task_name, task in task_objects.items():
-            batch = task.collate(next(streams[task_name]), tokenizer, config.backbone.max_len)
+            batch = to_device(task.collate(next(streams[task_name]), tokenizer, config.backbone.max_len), DEVICE)
             useful += count_tokens(batch)
             padded = max(padded, max(v["input_ids"].shape[1] for v in (batch.get("inputs"), batch.get("query"), batch.get("code")) if v))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = task.loss(model, batch).float()
             weighting.term(task_name, loss).backward()
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
@@ -196,6 +217,7 @@ def measure(variant: Variant, seconds: float, warmup_steps: int) -> dict[str, fl
         useful += tokens
         flops += tokens * variant.flops_per_token(length)
         steps += 1
+    synchronize()
     wall = time.perf_counter() - start
     return {"useful_tokens_per_s": useful / wall, "gflops": flops / wall / 1e9, "steps": steps, "seconds": wall,
             "rss_mb_before": before, "rss_mb_after": rss_mb()}
@@ -209,7 +231,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per variant per round")
     parser.add_argument("--budget", type=int, default=512, help="training examples per task loaded for mtpeft variants")
     parser.add_argument("--only", default=None, help="semicolon-separated variant names")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    configure_allocator()  # what the mtpeft command does at start
     torch.manual_seed(0)
     facts = cpu_facts()
     print(json.dumps(facts), flush=True)
@@ -217,16 +243,19 @@ def main() -> None:
     before = [("backbone.attention_dropout", None), ("backbone.frozen_bf16", False)]
     pad64 = [(f"tasks.{t}.options.pad_multiple", 64) for t in four]
     devign = devign_sample(args.data, 2000, 0)
+    fp32 = [("training.bf16", False)]
     builders: dict[str, Callable[[str], Variant]] = {
         "naive loop, fp32": lambda n: naive_variant(devign, bf16=False),
         "naive loop, bf16 autocast": lambda n: naive_variant(devign, bf16=True),
-        "mtpeft defect, before": lambda n: mtpeft_variant(n, args.data, ["defect"], before, args.budget, "attention dropout 0.1, fp32 frozen weights, bf16 autocast"),
-        "mtpeft defect, defaults": lambda n: mtpeft_variant(n, args.data, ["defect"], [], args.budget, "configs/full.yaml"),
-        "mtpeft 4 tasks, before": lambda n: mtpeft_variant(n, args.data, four, before, args.budget, "attention dropout 0.1, fp32 frozen weights, bf16 autocast"),
-        "mtpeft 4 tasks, attention dropout 0 only": lambda n: mtpeft_variant(n, args.data, four, [("backbone.frozen_bf16", False)], args.budget, "lever: attention dropout"),
-        "mtpeft 4 tasks, defaults": lambda n: mtpeft_variant(n, args.data, four, [], args.budget, "attention dropout 0 + frozen weights in bf16"),
-        "mtpeft 4 tasks, defaults + pad to x64": lambda n: mtpeft_variant(n, args.data, four, pad64, args.budget, "lever: padding multiples"),
-        "mtpeft 4 tasks, defaults, batch 32": lambda n: mtpeft_variant(n, args.data, four, [("training.batch_size", 32)], args.budget, "lever: batch size"),
+        "mtpeft defect, before": lambda n: mtpeft_variant(n, args.data, ["defect"], before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
+        "mtpeft defect, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32, args.budget, "attention dropout 0, fp32"),
+        "mtpeft 4 tasks, before": lambda n: mtpeft_variant(n, args.data, four, before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
+        "mtpeft 4 tasks, attention dropout 0, bf16 autocast": lambda n: mtpeft_variant(n, args.data, four, [("backbone.frozen_bf16", False)], args.budget, "lever: attention dropout"),
+        "mtpeft 4 tasks, attention dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, four, fp32, args.budget, "lever: attention dropout, no autocast"),
+        "mtpeft 4 tasks, frozen bf16 weights": lambda n: mtpeft_variant(n, args.data, four, [], args.budget, "attention dropout 0 + frozen weights stored in bf16"),
+        "mtpeft 4 tasks, frozen bf16 weights + pad to x64": lambda n: mtpeft_variant(n, args.data, four, pad64, args.budget, "lever: padding multiples"),
+        "mtpeft 4 tasks, fp32 + pad to x64": lambda n: mtpeft_variant(n, args.data, four, fp32 + pad64, args.budget, "lever: padding multiples, no autocast"),
+        "mtpeft 4 tasks, fp32, batch 32": lambda n: mtpeft_variant(n, args.data, four, fp32 + [("training.batch_size", 32)], args.budget, "lever: batch size"),
     }
     wanted = [n for n in builders if not args.only or any(s.strip() == n for s in args.only.split(";"))]
     variants = []
@@ -234,7 +263,7 @@ def main() -> None:
         variants.append(builders[name](name))
         print(f"built: {name} (rss {rss_mb():.0f} MB)", flush=True)
     ceilings = {"fp32_gflops": matmul_gflops(torch.float32)}
-    if facts["native_bf16"]:
+    if facts["native_bf16"] or DEVICE.type == "cuda":
         ceilings["bf16_gflops"] = matmul_gflops(torch.bfloat16)
     for r in range(args.rounds):
         for variant in variants:
@@ -252,7 +281,7 @@ def main() -> None:
                      "gflops": round(b["gflops"], 1), "mfu": round(b["gflops"] / ceiling, 4),
                      "rss_mb": round(b["rss_mb_after"], 0), "rounds_tok_s": [round(x["useful_tokens_per_s"], 1) for x in v.rounds]})
     command = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])
-    report = {"command": command, "machine": facts, "ceilings": {k: round(v, 1) for k, v in ceilings.items()},
+    report = {"command": command, "device": str(DEVICE), "machine": facts, "ceilings": {k: round(v, 1) for k, v in ceilings.items()},
               "mfu_against": "bf16" if "bf16_gflops" in ceilings else "fp32", "rounds": args.rounds,
               "seconds_per_measure": args.seconds, "results": rows}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def test_predictions_survive_save_and_load(tmp_path, task_files):
     from mtpeft.model.build import build_model
     from mtpeft.tasks import EvalContext
     from mtpeft.training.checkpoint import save_checkpoint
-    from mtpeft.training.weighting import build_weighting
+    from mtpeft.training.weightings import build_weighting
     import torch
 
     config = resolve_config(tiny_config(task_files, tmp_path / "run"))

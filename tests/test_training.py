@@ -9,7 +9,7 @@ from mtpeft.config import resolve_config
 from mtpeft.errors import MtpeftError
 from mtpeft.training.batching import BucketedBatches
 from mtpeft.training.samplers import build_sampler
-from mtpeft.training.weighting import build_weighting
+from mtpeft.training.weightings import build_weighting
 
 SIZES = {"defect": 30, "clone": 10, "search": 5, "flaky": 5}
 

@@ -26,7 +26,7 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--batch-size", "training.batch_size", int, "training batch size per task"),
     ("--lr", "training.lr", float, "learning rate"),
     ("--sampler", "training.sampler", str, "round_robin | proportional | temperature"),
-    ("--weighting", "training.weighting", str, "equal | learned_softmax | uncertainty"),
+    ("--weighting", "training.weighting", str, "loss weighting: learned_softmax | equal | uncertainty | loss_normalized | gradnorm | famo (options: --set training.weighting_options.KEY=V)"),
     ("--max-train-per-task", "training.max_train_per_task", int, "cap on training examples per task"),
     ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
     ("--max-valid-per-task", "training.max_valid_per_task", int, "cap on validation examples per set (default: --max-eval-per-task)"),
@@ -97,7 +97,7 @@ def run_list(args: argparse.Namespace) -> None:
     from mtpeft.model.methods import METHODS
     from mtpeft.tasks import TASKS
     from mtpeft.training.samplers import SAMPLERS
-    from mtpeft.training.weighting import WEIGHTINGS
+    from mtpeft.training.weightings import WEIGHTINGS
 
     print("tasks:      " + ", ".join(TASKS.names()))
     print("methods:    " + ", ".join(METHODS.names()))
@@ -292,6 +292,43 @@ def run_serve(args: argparse.Namespace) -> None:
     serve(encoder, index, args.host, args.port, limits)
 
 
+def run_study(args: argparse.Namespace) -> None:
+    from mtpeft.study.config import load_study
+    from mtpeft.study.estimate import dry_run
+    from mtpeft.study.grid import raise_if_failed, run_grid
+
+    study = load_study(args.config, args.output)
+    extra = [parse_override(text) for text in args.overrides]
+    if args.data:
+        extra.append(("vars.data", args.data))
+    if args.no_progress:
+        extra.append(("training.progress", False))
+    if args.dry_run:
+        table, _ = dry_run(study, [study.output_dir, *args.ledgers], args.probe_steps)
+        print(table)
+        return
+    outcome = run_grid(study, extra=extra, command="mtpeft " + shlex.join(sys.argv[1:]), only=args.only)
+    done = sum(1 for s in outcome.values() if s != "failed")
+    print(f"{done} of {len(outcome)} cells finished in {study.output_dir}; report: mtpeft report {study.output_dir}")
+    raise_if_failed(study.output_dir, outcome)
+
+
+def add_study_parser(sub: Any) -> None:
+    p = sub.add_parser("study", help="run a study grid (single / multi / pairs per method and weighting), resumably",
+                       description="Each cell is an ordinary run directory under the study folder; finished cells are "
+                                   "skipped, interrupted or failed ones run again. Then: mtpeft report STUDY_DIR.")
+    p.add_argument("config", type=Path, help="study YAML (see configs/study.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the cells and their estimated wall time; train nothing")
+    p.add_argument("--output", type=Path, default=None, help="study folder (default: the config's output_dir)")
+    p.add_argument("--data", default=None, help="root of the data (${data} in the base config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a run-config key in every cell")
+    p.add_argument("--only", default=None, metavar="TEXT", help="run only the cells whose path contains TEXT")
+    p.add_argument("--ledgers", type=Path, nargs="*", default=[Path("results")], help="folders of earlier runs for --dry-run estimates")
+    p.add_argument("--probe-steps", type=int, default=0, help="--dry-run: time N training steps of methods without a ledger")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_study)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtpeft", description="Multi-task parameter-efficient fine-tuning for code analysis.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="a markdown table comparing finished run directories")
     p.add_argument("run_dirs", type=Path, nargs="+")
     p.set_defaults(func=run_report)
+    add_study_parser(sub)
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
     p.set_defaults(func=run_list)
     add_prompt_baseline_parser(sub)

@@ -55,7 +55,8 @@ class TaskConfig:
 class TrainingConfig:
     sampler: str = "round_robin"  # round_robin | proportional | temperature
     temperature: float = 2.0
-    weighting: str = "learned_softmax"  # equal | learned_softmax | uncertainty
+    weighting: str = "learned_softmax"  # see `mtpeft list`: equal, learned_softmax, uncertainty, loss_normalized, gradnorm, famo
+    weighting_options: dict[str, Any] = field(default_factory=dict)  # e.g. {lr: 0.01, reg: 0.1} (per weighting)
     epochs: int = 3
     steps_per_epoch: int | None = None  # None: the sampler's natural epoch
     batch_size: int = 16
@@ -71,6 +72,7 @@ class TrainingConfig:
     max_valid_per_task: int | None = None  # tighter cap for validation sets (None: max_eval_per_task)
     bucket_window: int = 50  # batches whose examples are sorted by length together
     seed: int = 42
+    validate_every: int | None = None  # steps between validations; None: at the end of every epoch
     skip_bad_records: bool = False
     progress: bool = True
 
@@ -203,8 +205,13 @@ def resolve_config(data: dict[str, Any], overrides: list[tuple[str, Any]] = ()) 
     """Apply overrides, keep only the tasks asked for, substitute ``${vars}`` in paths."""
     data = copy.deepcopy(data)  # (keeps the task order: it is the round-robin order)
     configured_method = (data.get("method") or {}).get("name", MethodConfig.name)
+    configured_weighting = (data.get("training") or {}).get("weighting", TrainingConfig.weighting)
     for key, value in overrides:
         set_dotted(data, key, value)
+    training = data.get("training") or {}
+    if training.get("weighting", configured_weighting) != configured_weighting:
+        # likewise, the file's weighting options belong to the weighting it named
+        training["weighting_options"] = {k.split(".", 2)[2]: v for k, v in overrides if k.startswith("training.weighting_options.")}
     if data.get("method", {}).get("name", configured_method) != configured_method:
         # the file's method options belong to the method it named, not to the one chosen instead
         chosen = {k.split(".", 1)[1]: v for k, v in overrides if k.startswith("method.")}

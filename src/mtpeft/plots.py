@@ -33,3 +33,26 @@ def learning_curve(history: list[dict[str, Any]], headline: dict[str, str], path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def loss_weights_plot(history: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """The loss weight of every task after each optimisation step (history.json's ``weights``).
+    Nothing is drawn for a single-task run: there is nothing to weigh."""
+    rows = [row for record in history for row in record.get("weights", [])]
+    tasks = [k for k in (rows[0] if rows else {}) if k != "step"]
+    if len(tasks) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [row["step"] for row in rows]
+    for task in tasks:
+        ax.plot(steps, [row[task] for row in rows], label=task)
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="equal (1)")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss weight (sum = number of tasks)")
+    ax.set_title(title or "Loss weights per step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -26,12 +26,12 @@ from mtpeft.evaluation.evaluate import evaluate_sets
 from mtpeft.evaluation.trivial import trivial_baselines
 from mtpeft.model.build import build_model
 from mtpeft.model.multitask import MultiTaskModel
-from mtpeft.plots import learning_curve
+from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
 from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
-from mtpeft.training.weighting import build_weighting
+from mtpeft.training.weightings import build_weighting
 
 
 def build_tasks(config: RunConfig) -> dict[str, Task]:
@@ -62,7 +62,7 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]
     tasks = build_tasks(config)
     ckpt = checkpoint_dir(run_dir)
     model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
-    load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks))})
+    load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)})
     state = load_state(ckpt)
     for name, task in tasks.items():
         task.load_state(state.get("tasks", {}).get(name, {}))
@@ -101,24 +101,32 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
         save_checkpoint(run_dir, model, method, {"loss_weighting": weighting}, state)
 
     ctx = eval_context(config, model.backbone.tokenizer)
-    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb")
+    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb",
+                      phase=ledger.phase)
     with ledger.phase("train_and_validate"):
         result = trainer.fit()
     history = [dataclasses.asdict(r) for r in result.history]
     write_json(run_dir / "history.json", history)
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
     learning_curve(history, headline, run_dir / "learning_curve.png", f"{config.method.name} on {', '.join(tasks)}")
+    loss_weights_plot(history, run_dir / "loss_weights.png", f"{config.training.weighting} loss weights ({config.method.name})")
     # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
     with ledger.phase("reload"):
         del model, trainer
         config_loaded, tasks, model = load_run(run_dir)
-    with ledger.phase("evaluate"):
-        metrics = test_and_valid_metrics(config_loaded, tasks, model, data)
+    with ledger.phase("evaluate_test"):
+        # validation is not run again: its numbers are those of the best validation during training
+        # (the checkpoint holds that model and the thresholds tuned then, so `mtpeft evaluate`
+        # reproduces them); only the test sets are new
+        ctx = eval_context(config_loaded, model.backbone.tokenizer)
+        metrics = {"valid": result.best_valid,
+                   "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)}
     write_json(run_dir / "metrics.json", metrics)
     # what the test metrics must beat: majority class, all-positive, random ranking (same sets)
     trivial = trivial_baselines({n: d.test for n, d in data.items()})
     write_json(run_dir / "trivial_baselines.json", {"test": trivial})
-    train_seconds = ledger.phases["train_and_validate"]
+    # training alone: the loop's wall time less its validations and checkpoint writes
+    train_seconds = ledger.phases["train_and_validate"] - ledger.phases.get("validate", 0.0) - ledger.phases.get("save_last", 0.0)
     ledger.values |= {
         "backbone": config.backbone.name,
         "method": config.method.name,
@@ -131,7 +139,10 @@ def train(config: RunConfig, command: str = "") -> dict[str, Any]:
         "adapter_bytes": directory_bytes(checkpoint_dir(run_dir) / ADAPTER),
         "heads_bytes": (checkpoint_dir(run_dir) / "heads.safetensors").stat().st_size,
         "train_tokens": result.tokens,
+        "train_seconds": round(train_seconds, 3),
         "train_tokens_per_second": round(result.tokens / max(train_seconds, 1e-9), 1),
+        "validation_seconds": ledger.phases.get("validate", 0.0),
+        "validations": len(result.history),
         "skipped_records": skips.total,
     }
     ledger_dict = ledger.to_dict()

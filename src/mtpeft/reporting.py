@@ -28,10 +28,14 @@ def format_ledger(ledger: dict[str, Any]) -> str:
         f"parameters: {params.get('trainable', 0):,} trainable of {params.get('total', 0):,} "
         f"({params.get('trainable_percent', 0)}%); method {params.get('method_trainable', 0):,}, heads {params.get('heads', 0):,}",
         f"adapter bytes: {ledger.get('adapter_bytes', 0):,}; peak RSS {ledger.get('peak_rss_mb', 0)} MB; "
-        f"train tokens {ledger.get('train_tokens', 0):,} ({ledger.get('train_tokens_per_second', 0)} tokens/s)",
+        f"train tokens {ledger.get('train_tokens', 0):,} ({ledger.get('train_tokens_per_second', 0)} tokens/s of training "
+        f"alone); validation {ledger.get('validation_seconds', 0):.1f} s",
         "wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in wall.items()),
     ])
 
+
+# phases timed inside train_and_validate (not added to the total)
+NESTED_PHASES = ("validate", "save_last")
 
 HEADLINE = [("defect", "accuracy"), ("clone", "f1"), ("search", "mrr"), ("search/cosqa", "mrr"), ("flaky", "f1")]
 
@@ -46,7 +50,8 @@ def runs_table(runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
         cells = [
             name, str(ledger.get("method", "")), f"{params.get('trainable_percent', 0):.3f}",
             f"{ledger.get('adapter_bytes', 0):,}", str(ledger.get("torch_threads", "")),
-            f"{wall.get('train_and_validate', 0):.0f}", f"{sum(wall.values()):.0f}",
+            f"{ledger.get('train_seconds', wall.get('train_and_validate', 0)):.0f}",
+            f"{sum(v for k, v in wall.items() if k not in NESTED_PHASES):.0f}",
         ]
         test = metrics.get("test", {})
         cells += [f"{test[s][m]:.4f}" if m in test.get(s, {}) else "" for s, m in HEADLINE]

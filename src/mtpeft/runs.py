@@ -26,6 +26,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def current_rss_mb() -> float | None:
+    """Resident memory now (Linux ``/proc``; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -36,14 +45,20 @@ class Ledger:
 
     phases: dict[str, float] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, dict[str, float | None]] = field(default_factory=dict)  # phase -> RSS at its (last) end
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        """Time a phase (repeated phases add up) and note resident memory when it ends: the peak
+        so far (a running maximum, so it includes earlier phases) and the current RSS."""
         start = time.perf_counter()
         try:
             yield
         finally:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 3)
+            current = current_rss_mb()
+            self.memory[name] = {"peak_rss_mb_so_far": round(peak_rss_mb(), 1),
+                                 "rss_mb": None if current is None else round(current, 1)}
 
     def record_parameters(self, counts: dict[str, int]) -> None:
         self.values["parameters"] = counts | {
@@ -54,6 +69,7 @@ class Ledger:
     def to_dict(self) -> dict[str, Any]:
         return self.values | {
             "wall_seconds": self.phases,
+            "memory_by_phase": self.memory,
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "torch_threads": torch.get_num_threads(),
             "python": sys.version.split()[0],

@@ -8,7 +8,8 @@ from mtpeft.tasks.base import EvalContext, EvalSet, Task
 
 
 def evaluate_sets(model: Any, tasks: dict[str, Task], sets: dict[str, list[EvalSet]], ctx: EvalContext) -> dict[str, dict[str, float]]:
-    """``sets`` maps a task name to its evaluation sets of one split."""
+    """Score every set with the tasks' current decision parameters; ``sets`` maps a task name to
+    its evaluation sets of one split."""
     results: dict[str, dict[str, float]] = {}
     for name, evalsets in sets.items():
         for evalset in evalsets:
@@ -16,8 +17,24 @@ def evaluate_sets(model: Any, tasks: dict[str, Task], sets: dict[str, list[EvalS
     return results
 
 
+def validate_sets(model: Any, tasks: dict[str, Task], valid: dict[str, list[EvalSet]], ctx: EvalContext) -> dict[str, dict[str, float]]:
+    """Validation in one forward pass per set: each task tunes its decision parameters
+    (thresholds) on the outputs of its primary set, then every set is scored from the same
+    outputs (tuning first, so the scores use the tuned threshold)."""
+    results: dict[str, dict[str, float]] = {}
+    for name, evalsets in valid.items():
+        task = tasks[name]
+        outputs = {evalset.name: task.outputs(model, evalset, ctx) for evalset in evalsets}
+        primary = [s for s in evalsets if s.name == name]
+        if primary:
+            task.tune_from(primary[0], outputs[name])
+        for evalset in evalsets:
+            results[evalset.name] = task.score_from(evalset, outputs.pop(evalset.name))
+    return results
+
+
 def calibrate(model: Any, tasks: dict[str, Task], valid: dict[str, list[EvalSet]], ctx: EvalContext) -> None:
-    """Let each task fit its decision parameters (thresholds) on its primary VALIDATION set."""
+    """Let each task fit its decision parameters on its primary VALIDATION set (without scoring)."""
     for name, evalsets in valid.items():
         primary = [s for s in evalsets if s.name == name]
         if primary:

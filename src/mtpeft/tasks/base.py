@@ -144,11 +144,25 @@ class Task(ABC):
         """Look at the training set once before training (e.g. class balance); default: nothing."""
 
     # ---- evaluation -------------------------------------------------------------------------
+    # One forward pass per evaluation set: ``outputs`` runs the model once (probabilities,
+    # embeddings) and both ``tune_from`` (validation only) and ``score_from`` read its result.
     @abstractmethod
-    def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]: ...
+    def outputs(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> Any:
+        """The model's raw outputs on an evaluation set (no decision taken yet)."""
+
+    def tune_from(self, evalset: EvalSet, outputs: Any) -> None:
+        """Fit decision parameters (e.g. a threshold) on the outputs of a VALIDATION set; default: nothing."""
+
+    @abstractmethod
+    def score_from(self, evalset: EvalSet, outputs: Any) -> dict[str, float]:
+        """The metrics of an evaluation set from its outputs, with the current decision parameters."""
+
+    def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
+        return self.score_from(evalset, self.outputs(model, evalset, ctx))
 
     def calibrate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> None:
-        """Fit decision parameters on VALIDATION data (e.g. a threshold); default: nothing."""
+        """Fit decision parameters on VALIDATION data (one pass of its own; validation shares it)."""
+        self.tune_from(evalset, self.outputs(model, evalset, ctx))
 
     def state(self) -> dict[str, Any]:
         """Decision parameters saved with a checkpoint (e.g. the threshold chosen on validation)."""

@@ -151,16 +151,17 @@ class BinaryTask(Task):
     def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         raise NotImplementedError
 
-    def evaluate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
-        probs = self.probabilities(model, evalset.data, ctx, f"eval {evalset.name}")
-        labels = np.array([e.label for e in evalset.data])
-        return self.score(labels, self.decide(probs))
+    def outputs(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> np.ndarray:
+        return self.probabilities(model, evalset.data, ctx, f"eval {evalset.name}")
 
-    def calibrate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> None:
+    def tune_from(self, evalset: EvalSet, outputs: np.ndarray) -> None:
         if self.threshold_option == "tune":
-            probs = self.probabilities(model, evalset.data, ctx, f"calibrate {evalset.name}")
             # the threshold that maximises this task's headline metric on validation data
-            self.threshold = best_threshold([e.label for e in evalset.data], probs, self.metric)
+            self.threshold = best_threshold([e.label for e in evalset.data], outputs, self.metric)
+
+    def score_from(self, evalset: EvalSet, outputs: np.ndarray) -> dict[str, float]:
+        labels = np.array([e.label for e in evalset.data])
+        return self.score(labels, self.decide(outputs))
 
     def state(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "pos_weight": self.pos_weight}

@@ -202,12 +202,21 @@ class SearchTask(Task):
         return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
 
     def scores(self, model: Any, ranking: Ranking, ctx: EvalContext, desc: str) -> np.ndarray:
-        queries = self.embed(model, ranking.queries, ctx, min(ctx.max_len, self.query_max_len), f"{desc} queries")
-        codes = self.embed(model, ranking.corpus, ctx, ctx.max_len, f"{desc} codes")
+        queries, codes = self.embeddings(model, ranking, ctx, desc)
         return queries @ codes.T
 
-    def evaluate(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
-        return mrr(self.scores(model, evalset.data, ctx, f"eval {evalset.name}"), evalset.data.answers)
+    def embeddings(self, model: Any, ranking: Ranking, ctx: EvalContext, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        """(query vectors, corpus vectors), each row L2-normalised."""
+        queries = self.embed(model, ranking.queries, ctx, min(ctx.max_len, self.query_max_len), f"{desc} queries")
+        codes = self.embed(model, ranking.corpus, ctx, ctx.max_len, f"{desc} codes")
+        return queries, codes
+
+    def outputs(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
+        return self.embeddings(model, evalset.data, ctx, f"eval {evalset.name}")
+
+    def score_from(self, evalset: EvalSet, outputs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        queries, codes = outputs
+        return mrr(queries @ codes.T, evalset.data.answers)
 
     # ---- inference --------------------------------------------------------------------------
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> Ranking:

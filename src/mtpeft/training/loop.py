@@ -1,18 +1,20 @@
 """The plain PyTorch multi-task training loop.
 
 Everything it needs comes in through ``Trainer``'s arguments (no module-level state), so it can be
-run once per process under torchrun later. Each step: the sampler names the task(s), each task
-gives a batch and a loss, each weighted term is back-propagated at once (one graph alive at a time),
-then clip, AdamW, warm-up schedule.
-After each epoch every task is validated; the best mean headline metric is checkpointed.
+run once per process under torchrun. Each step: the sampler names the task(s), each task gives a
+batch and a loss, each weighted term is back-propagated at once (one graph alive at a time), then
+clip, AdamW, warm-up schedule. Every ``validate_every`` steps (default: at the end of each epoch)
+every validation set is run once; the best mean headline metric is checkpointed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -21,13 +23,13 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mtpeft.config import TrainingConfig
-from mtpeft.evaluation.evaluate import calibrate, evaluate_sets, selection_score
+from mtpeft.evaluation.evaluate import selection_score, validate_sets
 from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.model.precision import bf16_supported
 from mtpeft.tasks.base import EvalContext, Task, TaskData
 from mtpeft.training.batching import build_stream
-from mtpeft.training.samplers import build_sampler
-from mtpeft.training.weighting import LossWeighting, build_weighting
+from mtpeft.training.samplers import TaskSampler, build_sampler
+from mtpeft.training.weightings import LossWeighting, build_weighting
 
 
 def seed_everything(seed: int) -> None:
@@ -51,24 +53,52 @@ def count_tokens(batch: Any) -> int:
 
 @dataclass
 class EpochRecord:
+    """One validation (once per epoch by default; every ``validate_every`` steps otherwise)."""
+
     epoch: int
     step: int
-    train_loss: dict[str, float]
+    train_loss: dict[str, float]  # mean training loss per task since the previous validation
     loss_weights: dict[str, float]
     valid: dict[str, dict[str, float]]
     score: float
     best: bool
     examples_seen: dict[str, int] = field(default_factory=dict)  # training examples per task so far
+    weights: list[dict[str, float]] = field(default_factory=list)  # loss weights after each step since the previous validation
 
 
 @dataclass
 class TrainResult:
+    """Where training stands. Everything here is plain data, so it can be saved as JSON."""
+
     history: list[EpochRecord] = field(default_factory=list)
     best_score: float = float("-inf")
     best_epoch: int = -1
+    best_step: int = -1
+    best_valid: dict[str, dict[str, float]] = field(default_factory=dict)  # the best validation's metrics
     steps: int = 0
     tokens: int = 0
     examples_seen: dict[str, int] = field(default_factory=dict)
+    epoch: int = 1  # the epoch being trained (1-based)
+    step_in_epoch: int = 0  # steps done in that epoch
+    interval_loss: dict[str, list[float]] = field(default_factory=dict)  # task -> [sum, n] since the last validation
+    epoch_loss: dict[str, list[float]] = field(default_factory=dict)  # task -> [sum, n] in the current epoch
+    step_weights: list[dict[str, float]] = field(default_factory=list)  # loss weights per step since the last validation
+
+
+class Stream:
+    """One task's endless batch stream, with a count of the batches drawn (its resumable position)."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+        self.iterator: Iterator[list[Any]] = iter(batches)
+        self.drawn = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def next(self) -> list[Any]:
+        self.drawn += 1
+        return next(self.iterator)
 
 
 class Trainer:
@@ -82,96 +112,154 @@ class Trainer:
         save_best: Callable[[LossWeighting, dict[str, Any]], None],
         eval_ctx: EvalContext,
         log_dir: Path | None = None,
+        phase: Callable[[str], ContextManager[Any]] | None = None,
     ) -> None:
         self.model, self.tasks, self.data, self.config, self.max_len = model, tasks, data, config, max_len
         self.save_best = save_best
         self.eval_ctx = eval_ctx
         self.log_dir = log_dir
+        self.phase = phase or (lambda name: contextlib.nullcontext())  # times validation apart from training
         self.tokenizer = model.backbone.tokenizer
         self.bf16 = use_bf16(config)
-        self.weighting = build_weighting(config.weighting, list(tasks))
+        self.weighting = build_weighting(config.weighting, list(tasks), config.weighting_options)
+        self.shared = list(model.backbone_parameters())  # what GradNorm measures gradients on (not heads)
+        self.writer: SummaryWriter | None = None
 
+    # ---- set-up -------------------------------------------------------------------------------
     def optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         groups = [
             {"params": list(self.model.backbone_parameters()), "lr": c.lr, "weight_decay": c.weight_decay},
             {"params": list(self.model.heads.parameters()), "lr": c.head_lr or c.lr, "weight_decay": c.weight_decay},
-            {"params": list(self.weighting.parameters()), "lr": c.lr, "weight_decay": 0.0},
+            *self.weighting.param_groups(c.lr),
         ]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
+    def build_streams(self) -> dict[str, Stream]:
+        c = self.config
+        streams = {}
+        for i, (name, task) in enumerate(self.tasks.items()):
+            task.prepare(self.data[name].train)  # e.g. pos_weight from the whole training set
+            streams[name] = Stream(build_stream(self.data[name].train, c.batch_size, task.text_length, c.seed + i,
+                                                c.bucket_window, task.options.get("positive_fraction")))
+        return streams
+
+    # ---- the loop -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         c = self.config
         seed_everything(c.seed)
-        streams = {}
-        for i, (name, task) in enumerate(self.tasks.items()):
-            task.prepare(self.data[name].train)
-            streams[name] = build_stream(self.data[name].train, c.batch_size, task.text_length, c.seed + i,
-                                         c.bucket_window, task.options.get("positive_fraction"))
+        streams = self.build_streams()
         sampler = build_sampler(c.sampler, {n: len(s) for n, s in streams.items()}, c.seed, c.temperature)
-        iterators = {name: iter(stream) for name, stream in streams.items()}
         steps_per_epoch = c.steps_per_epoch or sampler.natural_steps()
         total = steps_per_epoch * c.epochs
         optimizer = self.optimizer()
         schedule = get_linear_schedule_with_warmup(optimizer, int(c.warmup * total), total)
-        writer = SummaryWriter(str(self.log_dir)) if self.log_dir else None
-        result = TrainResult()
-        ctx = self.eval_ctx
+        state = TrainResult()
+        self.writer = SummaryWriter(str(self.log_dir)) if self.log_dir else None
         try:
-            for epoch in range(1, c.epochs + 1):
-                losses_sum = {name: 0.0 for name in self.tasks}
-                losses_n = {name: 0 for name in self.tasks}
-                self.model.train()
-                bar = tqdm(sampler.epoch(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{c.epochs}", disable=not c.progress)
-                for step_tasks in bar:
-                    losses = {}
-                    for name in step_tasks:
-                        examples = next(iterators[name])
-                        result.examples_seen[name] = result.examples_seen.get(name, 0) + len(examples)
-                        batch = self.tasks[name].collate(examples, self.tokenizer, self.max_len)
-                        result.tokens += count_tokens(batch)
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                            loss = self.tasks[name].loss(self.model, batch).float()
-                        # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
-                        # each task now so only one task's activations are alive at a time
-                        self.weighting.term(name, loss).backward()
-                        losses[name] = loss.detach()
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
-                    optimizer.step()
-                    schedule.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    result.steps += 1
-                    for name, value in losses.items():
-                        losses_sum[name] += value.item()
-                        losses_n[name] += 1
-                        if writer:
-                            writer.add_scalar(f"train_loss/{name}", value.item(), result.steps)
-                    bar.set_postfix({n: f"{v.item():.3f}" for n, v in losses.items()})
-                record = self.validate(epoch, result, losses_sum, losses_n, ctx, writer)
-                result.history.append(record)
+            while state.epoch <= c.epochs:
+                self.train_epoch(state, sampler, streams, optimizer, schedule, steps_per_epoch, total)
         finally:
-            if writer:
-                writer.close()
-        return result
+            if self.writer:
+                self.writer.close()
+        return state
 
-    def validate(self, epoch: int, result: TrainResult, losses_sum: dict, losses_n: dict, ctx: EvalContext, writer: SummaryWriter | None) -> EpochRecord:
-        valid_sets = {name: data.valid for name, data in self.data.items()}
-        calibrate(self.model, self.tasks, valid_sets, ctx)
-        metrics = evaluate_sets(self.model, self.tasks, valid_sets, ctx)
-        score = selection_score(self.tasks, metrics)
-        best = score > result.best_score
+    def train_epoch(self, state: TrainResult, sampler: TaskSampler, streams: dict[str, Stream],
+                    optimizer: torch.optim.Optimizer, schedule: Any, steps_per_epoch: int, total: int) -> None:
+        c = self.config
+        epoch = state.epoch
+        self.model.train()
+        remaining = steps_per_epoch - state.step_in_epoch
+        bar = tqdm(sampler.epoch(remaining), total=remaining, desc=f"epoch {epoch}/{c.epochs}", disable=not c.progress)
+        for step_tasks in bar:
+            losses = self.train_step(state, step_tasks, streams)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.weighting.after_step(losses)
+            state.steps += 1
+            state.step_in_epoch += 1
+            self.log_losses(state, losses)
+            bar.set_postfix({n: f"{v:.3f}" for n, v in losses.items()})
+            epoch_done = state.step_in_epoch == steps_per_epoch
+            if epoch_done:
+                self.weighting.end_epoch({n: total_ / count for n, (total_, count) in state.epoch_loss.items() if count})
+                state.epoch_loss = {}
+            if self.validation_due(state, epoch_done, total):
+                self.validate(state, epoch)
+                self.model.train()
+            if epoch_done:
+                state.epoch, state.step_in_epoch = epoch + 1, 0
+
+    def train_step(self, state: TrainResult, step_tasks: list[str], streams: dict[str, Stream]) -> dict[str, float]:
+        """Forward and backward of every task of one step (gradients accumulate), then clipping."""
+        losses = {}
+        for name in step_tasks:
+            examples = streams[name].next()
+            state.examples_seen[name] = state.examples_seen.get(name, 0) + len(examples)
+            batch = self.tasks[name].collate(examples, self.tokenizer, self.max_len)
+            state.tokens += count_tokens(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                loss = self.tasks[name].loss(self.model, batch).float()
+            # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
+            # each task now so only one task's activations are alive at a time
+            self.weighting.term(name, loss).backward()
+            self.weighting.observe_gradients(name, self.shared)
+            losses[name] = loss.item()
+        penalty = self.weighting.regularizer()
+        if penalty is not None:
+            penalty.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        return losses
+
+    def log_losses(self, state: TrainResult, losses: dict[str, float]) -> None:
+        """Running loss means (per validation interval and per epoch) and the step's loss weights:
+        TensorBoard ``train_loss/TASK``, ``loss_weight/TASK`` and history.json."""
+        for name, value in losses.items():
+            for running in (state.interval_loss.setdefault(name, [0.0, 0]), state.epoch_loss.setdefault(name, [0.0, 0])):
+                running[0] += value
+                running[1] += 1
+            if self.writer:
+                self.writer.add_scalar(f"train_loss/{name}", value, state.steps)
         weights = self.weighting.weights()
-        if best:
-            result.best_score, result.best_epoch = score, epoch
-            self.save_best(self.weighting, {"epoch": epoch, "step": result.steps, "valid_score": score})
-        if writer:
-            for set_name, values in metrics.items():
-                for metric, value in values.items():
-                    writer.add_scalar(f"valid/{set_name}/{metric}", value, epoch)
-            writer.add_scalar("valid/selection_score", score, epoch)
+        if self.writer:
             for name, w in weights.items():
-                writer.add_scalar(f"loss_weight/{name}", w, epoch)
-        train_loss = {n: losses_sum[n] / max(losses_n[n], 1) for n in losses_sum}
-        summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in metrics.items())
-        tqdm.write(f"epoch {epoch}: valid score {score:.4f}{' (best)' if best else ''} | {summary}")
-        return EpochRecord(epoch, result.steps, train_loss, weights, metrics, score, best, dict(result.examples_seen))
+                self.writer.add_scalar(f"loss_weight/{name}", w, state.steps)
+        state.step_weights.append({"step": state.steps} | {n: round(w, 6) for n, w in weights.items()})
+
+    def validation_due(self, state: TrainResult, epoch_done: bool, total: int) -> bool:
+        every = self.config.validate_every
+        if not every:
+            return epoch_done
+        return state.steps % every == 0 or state.steps == total  # the final model is always validated
+
+    # ---- validation ---------------------------------------------------------------------------
+    def validate(self, state: TrainResult, epoch: int) -> EpochRecord:
+        """One forward pass per validation set; the best mean headline metric is checkpointed."""
+        with self.phase("validate"):
+            metrics = validate_sets(self.model, self.tasks, {n: d.valid for n, d in self.data.items()}, self.eval_ctx)
+            score = selection_score(self.tasks, metrics)
+            best = score > state.best_score
+            if best:
+                state.best_score, state.best_epoch, state.best_step, state.best_valid = score, epoch, state.steps, metrics
+                self.save_best(self.weighting, {"epoch": epoch, "step": state.steps, "valid_score": score})
+        record = EpochRecord(epoch, state.steps, self.interval_means(state), self.weighting.weights(), metrics, score,
+                             best, dict(state.examples_seen), state.step_weights)
+        state.history.append(record)
+        state.interval_loss, state.step_weights = {}, []
+        self.log_validation(record)
+        return record
+
+    def interval_means(self, state: TrainResult) -> dict[str, float]:
+        running = state.interval_loss
+        return {n: running[n][0] / max(running[n][1], 1) if n in running else 0.0 for n in self.tasks}
+
+    def log_validation(self, record: EpochRecord) -> None:
+        if self.writer:
+            for set_name, values in record.valid.items():
+                for metric, value in values.items():
+                    self.writer.add_scalar(f"valid/{set_name}/{metric}", value, record.step)
+            self.writer.add_scalar("valid/selection_score", record.score, record.step)
+        summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in record.valid.items())
+        tqdm.write(f"epoch {record.epoch} step {record.step}: valid score {record.score:.4f}"
+                   f"{' (best)' if record.best else ''} | {summary}")

@@ -1,0 +1,181 @@
+"""Wall-time estimates for ``mtpeft study --dry-run``, from the ledgers of earlier runs or a probe.
+
+A rough, stated model (not a promise): for a cell of n tasks,
+
+    seconds = train_examples * s_train + eval_examples * s_eval + fixed
+
+- train_examples = n * epochs * (steps_per_epoch * batch_size, or max_train_per_task rounded up to
+  whole batches): round-robin shows every task the same number of examples;
+- s_train = train_and_validate seconds / training examples of the reference run (so its
+  per-epoch validation is folded in);
+- eval_examples = n * 2 * max_eval_per_task (a valid and a test set per task, at the cap);
+  s_eval = evaluate seconds / examples it evaluated (data_report.json);
+- fixed = load_data + load_model + reload seconds of the reference run.
+
+Reference runs are matched on (backbone, method); failing that, any method of the same backbone
+(marked approximate). ``--probe-steps N`` trains the multi-task cell of each unmatched
+(backbone, method) for N steps on a capped evaluation and uses its ledger instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from mtpeft.study.config import StudyConfig
+from mtpeft.study.grid import Cell, cell_config, plan
+
+
+@dataclass
+class Rate:
+    s_train: float  # seconds per training example (validation included)
+    s_eval: float  # seconds per evaluated example
+    fixed: float  # seconds of loading and reloading
+    source: str  # the run it came from
+    exact: bool = True  # same backbone and method
+
+
+def _eval_examples(sizes: dict[str, Any], splits: tuple[str, ...] = ("valid", "test")) -> int:
+    return sum(sum(v.values()) if isinstance(v, dict) else 0 for s in sizes.values() for k, v in s.items() if k in splits)
+
+
+def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
+    """(backbone, method, rate) of one finished run directory, or None if it lacks what is needed."""
+    try:
+        ledger = json.loads((run_dir / "ledger.json").read_text(encoding="utf-8"))
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, yaml.YAMLError):
+        return None
+    wall = ledger.get("wall_seconds", {})
+    examples = _trained_examples(run_dir, ledger, config)
+    if not examples or "train_and_validate" not in wall:
+        return None
+    try:
+        sizes = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8")).get("sizes", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        sizes = {}
+    # newer runs evaluate only the test sets after training ("evaluate_test"); older ones both splits
+    after = "evaluate_test" if "evaluate_test" in wall else "evaluate"
+    evaluated = _eval_examples(sizes, ("test",) if after == "evaluate_test" else ("valid", "test"))
+    rate = Rate(
+        s_train=wall["train_and_validate"] / examples,
+        s_eval=wall.get(after, 0.0) / evaluated if evaluated else 0.0,
+        fixed=sum(wall.get(k, 0.0) for k in ("load_data", "load_model", "reload")),
+        source=str(run_dir),
+    )
+    return str(config["backbone"]["name"]), str(config["method"]["name"]), rate
+
+
+def _trained_examples(run_dir: Path, ledger: dict[str, Any], config: dict[str, Any]) -> int:
+    try:
+        history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
+        seen = history[-1].get("examples_seen", {}) if history else {}
+        if seen:
+            return int(sum(seen.values()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    return int(ledger.get("steps", 0)) * int(config.get("training", {}).get("batch_size", 16)) * len(ledger.get("tasks", []))
+
+
+def collect_rates(folders: list[Path]) -> dict[tuple[str, str], Rate]:
+    """Every finished run under the folders (ledger.json + config.yaml), newest last wins."""
+    rates: dict[tuple[str, str], Rate] = {}
+    runs = sorted({p.parent for folder in folders if folder.exists() for p in folder.rglob("ledger.json")},
+                  key=lambda p: (p / "ledger.json").stat().st_mtime)
+    for run in runs:
+        found = rate_from_run(run)
+        if found:
+            rates[(found[0], found[1])] = found[2]
+    return rates
+
+
+def train_examples(study: StudyConfig, n_tasks: int) -> int | None:
+    b = study.budget
+    base = study.base_data.get("training") or {}
+    epochs = int(b.get("epochs") or base.get("epochs") or 3)
+    batch = int(b.get("batch_size") or base.get("batch_size") or 16)
+    if b.get("steps_per_epoch"):
+        per_task = int(b["steps_per_epoch"]) * batch
+    elif b.get("max_train_per_task"):
+        per_task = math.ceil(int(b["max_train_per_task"]) / batch) * batch
+    else:
+        return None  # the whole training sets: sizes unknown without reading the data
+    return n_tasks * epochs * per_task
+
+
+def find_rate(rates: dict[tuple[str, str], Rate], backbone: str, method: str) -> Rate | None:
+    if (backbone, method) in rates:
+        return rates[(backbone, method)]
+    same_backbone = [r for (b, _), r in rates.items() if b == backbone]
+    if same_backbone:
+        r = same_backbone[-1]
+        return Rate(r.s_train, r.s_eval, r.fixed, r.source, exact=False)
+    return None
+
+
+def estimate_cell(study: StudyConfig, cell: Cell, rate: Rate | None) -> float | None:
+    examples = train_examples(study, len(cell.tasks))
+    if rate is None or examples is None:
+        return None
+    cap = study.budget.get("max_eval_per_task") or 0
+    return examples * rate.s_train + len(cell.tasks) * 2 * cap * rate.s_eval + rate.fixed
+
+
+def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None, missing: set[tuple[str, str]] | None = None) -> dict[tuple[str, str], Rate]:
+    """Train each (backbone, method)'s multi-task cell for ``steps`` steps in a temporary folder."""
+    if train is None:
+        from mtpeft.recipes import train
+    rates: dict[tuple[str, str], Rate] = {}
+    cells = {(c.backbone, c.method): c for c in plan(study) if c.regime == "multi" and c.weighting == study.weighting}
+    for key, cell in cells.items():
+        if missing is not None and key not in missing:
+            continue
+        with tempfile.TemporaryDirectory(prefix="mtpeft-probe-") as tmp:
+            extra = [("training.steps_per_epoch", steps), ("training.epochs", 1), ("training.max_valid_per_task", 16),
+                     ("training.max_eval_per_task", 16), ("training.progress", False)]
+            train(cell_config(study, cell, Path(tmp), extra))
+            found = rate_from_run(cell.run_dir(Path(tmp)))
+            if found:
+                rates[key] = found[2]
+                rates[key].source = f"probe of {steps} steps"
+    return rates
+
+
+def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0, train: Callable | None = None) -> tuple[str, float | None]:
+    """The cells, their state and estimated wall time, as a text table, and the total."""
+    from mtpeft.study.grid import cell_state
+
+    cells = plan(study)
+    rates = collect_rates(ledger_folders)
+    if probe_steps:
+        wanted = {(c.backbone, c.method) for c in cells} - set(rates)
+        rates |= probe_rates(study, probe_steps, train, wanted)
+    lines = [f"{'cell':<44} {'state':<12} {'tasks':>5} {'estimate':>10}  from", "-" * 96]
+    total, unknown = 0.0, 0
+    for cell in cells:
+        state = cell_state(cell.run_dir(study.output_dir))
+        rate = find_rate(rates, cell.backbone, cell.method)
+        seconds = estimate_cell(study, cell, rate)
+        if state == "done":
+            shown = "done"
+        elif seconds is None:
+            shown, unknown = "?", unknown + 1
+        else:
+            total += seconds
+            shown = _hms(seconds) + ("" if rate.exact else "~")
+        lines.append(f"{cell.path:<44} {state:<12} {len(cell.tasks):>5} {shown:>10}  {rate.source if rate else 'no ledger (use --probe-steps N)'}")
+    todo = sum(1 for c in cells if cell_state(c.run_dir(study.output_dir)) != "done")
+    lines.append(f"{len(cells)} cells, {todo} to run; estimated {_hms(total)} for those with an estimate"
+                 + (f"; {unknown} without one" if unknown else "") + "  (~: rate of another method of the same backbone)")
+    return "\n".join(lines), (None if unknown else total)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"

@@ -1,0 +1,191 @@
+"""The study's cells and running them: each cell is an ordinary run directory trained by the
+existing recipe (``mtpeft.recipes.train``), with the same budget for every cell.
+
+Layout: ``STUDY/[BACKBONE/]METHOD/single/TASK``, ``.../multi/WEIGHTING``, ``.../pairs/TASK1+TASK2``.
+Each cell holds ``study_cell.json`` (running / done / failed, seconds, error). The grid is
+resumable: a cell with ``metrics.json`` and ``ledger.json`` is done and skipped; a cell that was
+interrupted (killed, machine stopped) or failed is run again on the next call. A failed cell is
+recorded (status + ``error.log``) and the other cells go on.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mtpeft.config import RunConfig, resolve_config, select_tasks
+from mtpeft.errors import MtpeftError
+from mtpeft.runs import write_json
+from mtpeft.study.config import BUDGET_KEYS, StudyConfig
+
+STATUS = "study_cell.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    backbone: str
+    method: str
+    regime: str  # single | multi | pairs
+    tasks: tuple[str, ...]
+    weighting: str
+    path: str  # relative to the study folder
+
+    def run_dir(self, root: Path) -> Path:
+        return root / self.path
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "--").replace(":", "-")
+
+
+def plan(study: StudyConfig) -> list[Cell]:
+    """Every cell of the grid, in the order they run (cheap single-task cells of a method first)."""
+    cells: list[Cell] = []
+    many_backbones = len(study.backbones) > 1
+    for backbone, method in itertools.product(study.backbones, study.methods):
+        prefix = f"{_safe(backbone)}/{method}" if many_backbones else method
+        if "single" in study.regimes:
+            cells += [Cell(backbone, method, "single", (t,), study.weighting, f"{prefix}/single/{t}") for t in study.tasks]
+        if "multi" in study.regimes and len(study.tasks) > 1:
+            names = [study.weighting] + ([w for w in study.weightings if w != study.weighting] if method in study.weighting_methods else [])
+            cells += [Cell(backbone, method, "multi", tuple(study.tasks), w, f"{prefix}/multi/{w}") for w in names]
+        if "pairs" in study.regimes and method in study.pair_methods and len(study.tasks) > 2:
+            cells += [Cell(backbone, method, "pairs", pair, study.weighting, f"{prefix}/pairs/{'+'.join(pair)}")
+                      for pair in itertools.combinations(study.tasks, 2)]
+    return cells
+
+
+def cell_overrides(study: StudyConfig, cell: Cell, root: Path, extra: list[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """The run-config overrides of one cell: its backbone, method, weighting, the budget, output."""
+    overrides: list[tuple[str, Any]] = [("backbone.name", cell.backbone), ("method.name", cell.method)]
+    overrides += [(f"method.{k}", v) for k, v in study.methods[cell.method].items()]
+    overrides.append(("training.weighting", cell.weighting))
+    options = study.weightings.get(cell.weighting, {}) if cell.regime == "multi" else {}
+    overrides += [(f"training.weighting_options.{k}", v) for k, v in options.items()]
+    overrides += [(BUDGET_KEYS[k], v) for k, v in study.budget.items()]
+    overrides += list(study.overrides.items()) + list(extra)
+    overrides.append(("output_dir", str(cell.run_dir(root))))
+    return overrides
+
+
+def cell_config(study: StudyConfig, cell: Cell, root: Path, extra: list[tuple[str, Any]] = ()) -> RunConfig:
+    data = select_tasks(study.base_data, ",".join(cell.tasks))
+    if (data.get("method") or {}).get("name") != cell.method:
+        data = data | {"method": {"name": cell.method}}  # the base's options belong to its own method
+    if (data.get("training") or {}).get("weighting") != cell.weighting:
+        data = data | {"training": {k: v for k, v in (data.get("training") or {}).items() if k != "weighting_options"}}
+    return resolve_config(data, cell_overrides(study, cell, root, extra))
+
+
+def cell_state(run_dir: Path) -> str:
+    """done (metrics.json and ledger.json written: the recipe's last outputs), failed, interrupted
+    (started, never finished: killed), or pending."""
+    if (run_dir / "metrics.json").exists() and (run_dir / "ledger.json").exists():
+        return "done"
+    status = read_status(run_dir)
+    if status.get("state") == "failed":
+        return "failed"
+    return "interrupted" if run_dir.exists() and any(run_dir.iterdir()) else "pending"
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_status(run_dir: Path, **values: Any) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / STATUS, read_status(run_dir) | values)
+
+
+def _clear_partial(run_dir: Path) -> None:
+    """An interrupted or failed cell starts again from scratch: the recipe has no resume yet
+    (``train --resume`` is being added on another branch; once it is on main, resume instead)."""
+    for path in run_dir.iterdir():
+        if path.name in (STATUS, "error.log"):
+            continue
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def run_cell(study: StudyConfig, cell: Cell, root: Path, train: Callable[[RunConfig, str], Any],
+             extra: list[tuple[str, Any]] = (), command: str = "") -> str:
+    run_dir = cell.run_dir(root)
+    state = cell_state(run_dir)
+    if state == "done":
+        return "skipped"
+    if run_dir.exists():
+        _clear_partial(run_dir)
+    attempts = read_status(run_dir).get("attempts", 0) + 1
+    _write_status(run_dir, state="running", cell=cell.path, attempts=attempts, previous=state,
+                  started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), error=None)
+    start = time.perf_counter()
+    try:
+        config = cell_config(study, cell, root, extra)
+        train(config, command)
+    except Exception as error:  # noqa: BLE001  (one failed cell must not stop the grid)
+        message = str(error) or type(error).__name__
+        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        _write_status(run_dir, state="failed", error=f"{type(error).__name__}: {message}", seconds=round(time.perf_counter() - start, 1))
+        return "failed"
+    finally:
+        gc.collect()
+    _write_status(run_dir, state="done", seconds=round(time.perf_counter() - start, 1))
+    return "done"
+
+
+def run_grid(study: StudyConfig, train: Callable[[RunConfig, str], Any] | None = None,
+             extra: list[tuple[str, Any]] = (), command: str = "", only: str | None = None,
+             log: Callable[[str], None] = print) -> dict[str, str]:
+    """Run every cell not done yet; returns cell path -> done / skipped / failed."""
+    if train is None:
+        from mtpeft.recipes import train
+    root = study.output_dir
+    root.mkdir(parents=True, exist_ok=True)
+    cells = [c for c in plan(study) if not only or only in c.path]
+    write_json(root / "study.json", study_summary(study, cells))
+    if command:
+        (root / "command.txt").write_text(command + "\n", encoding="utf-8")
+    outcome: dict[str, str] = {}
+    for i, cell in enumerate(cells, 1):
+        log(f"[{i}/{len(cells)}] {cell.path}: {cell_state(cell.run_dir(root))}")
+        outcome[cell.path] = run_cell(study, cell, root, train, extra, command)
+        if outcome[cell.path] == "failed":
+            log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {read_status(cell.run_dir(root)).get('error')}")
+        write_json(root / "study.json", study_summary(study, cells))
+    return outcome
+
+
+def study_summary(study: StudyConfig, cells: list[Cell]) -> dict[str, Any]:
+    """study.json: what the report needs to read the folder back (no absolute machine paths)."""
+    root = study.output_dir
+    return {
+        "tasks": study.tasks,
+        "backbones": study.backbones,
+        "methods": list(study.methods),
+        "weighting": study.weighting,
+        "weightings": list(study.weightings),
+        "budget": study.budget,
+        "base": study.base.name,
+        "cells": [{"path": c.path, "backbone": c.backbone, "method": c.method, "regime": c.regime,
+                   "tasks": list(c.tasks), "weighting": c.weighting, "state": cell_state(c.run_dir(root))} for c in cells],
+    }
+
+
+def failed_cells(outcome: dict[str, str]) -> list[str]:
+    return [path for path, state in outcome.items() if state == "failed"]
+
+
+def raise_if_failed(root: Path, outcome: dict[str, str]) -> None:
+    failed = failed_cells(outcome)
+    if failed:
+        raise MtpeftError(f"{len(failed)} of {len(outcome)} cell(s) failed (see study_cell.json and error.log in each): "
+                          + ", ".join(failed) + f"; run the study again to retry them ({root})")

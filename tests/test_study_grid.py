@@ -1,0 +1,158 @@
+"""The study grid on a tiny in-process model: cells, resume, failed and killed cells, dry-run estimates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+from mtpeft.errors import MtpeftError
+from mtpeft.study.config import load_study
+from mtpeft.study.estimate import Rate, dry_run, estimate_cell, rate_from_run
+from mtpeft.study.grid import cell_config, cell_state, plan, read_status, run_grid
+
+
+def write_study(tmp_path: Path, task_files: dict, **study) -> Path:
+    base = tiny_config({t: task_files[t] for t in ("defect", "flaky", "search")}, tmp_path / "unused")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base), encoding="utf-8")
+    spec = {
+        "base": "base.yaml",
+        "output_dir": str(tmp_path / "study"),
+        "methods": {"lora": {"r": 2}},
+        "regimes": ["single", "multi", "pairs"],
+        "weighting": "learned_softmax",
+        "weightings": {"methods": ["lora"], "names": {"equal": {}}},
+        "budget": {"epochs": 1, "steps_per_epoch": 2, "max_eval_per_task": 8, "max_len": 32},
+    } | study
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return tmp_path / "study.yaml"
+
+
+def test_plan_lays_out_single_multi_pairs_and_weightings(tmp_path, task_files):
+    path = write_study(tmp_path, task_files, methods={"full": {}, "lora": {"r": 2}}, pairs={"methods": ["lora"]},
+                       weightings={"methods": ["lora"], "names": ["learned_softmax", "equal", "gradnorm"]})
+    cells = plan(load_study(path))
+    paths = [c.path for c in cells]
+    assert paths == [
+        "full/single/defect", "full/single/flaky", "full/single/search", "full/multi/learned_softmax",
+        "lora/single/defect", "lora/single/flaky", "lora/single/search",
+        "lora/multi/learned_softmax", "lora/multi/equal", "lora/multi/gradnorm",
+        "lora/pairs/defect+flaky", "lora/pairs/defect+search", "lora/pairs/flaky+search",
+    ]
+    study = load_study(path)
+    full = cell_config(study, cells[0], tmp_path / "s")
+    assert (full.method.name, full.method.options, list(full.tasks)) == ("full", {}, ["defect"])
+    lora = cell_config(study, cells[-1], tmp_path / "s")
+    assert lora.method.options["r"] == 2 and lora.method.options["alpha"] == 8  # base's options kept for its own method
+    assert (lora.training.epochs, lora.training.steps_per_epoch, lora.backbone.max_len) == (1, 2, 32)
+    assert lora.output_dir == str(tmp_path / "s" / "lora/pairs/flaky+search")
+
+
+def test_bad_study_configs_stop_with_one_line(tmp_path, task_files):
+    with pytest.raises(MtpeftError, match="unknown study key"):
+        load_study(write_study(tmp_path, task_files, epochs=3))
+    with pytest.raises(MtpeftError, match="unknown budget key"):
+        load_study(write_study(tmp_path, task_files, budget={"epoch": 3}))
+    with pytest.raises(MtpeftError, match="unknown method 'loraa'"):
+        load_study(write_study(tmp_path, task_files, methods=["loraa"]))
+    with pytest.raises(MtpeftError, match="pairs.methods names full"):
+        load_study(write_study(tmp_path, task_files, pairs={"methods": ["full"]}))
+    with pytest.raises(MtpeftError, match="unknown option"):
+        load_study(write_study(tmp_path, task_files, weightings={"methods": ["lora"], "names": {"gradnorm": {"beta": 1}}}))
+
+
+def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(tmp_path, task_files):
+    from mtpeft.recipes import train as real_train
+
+    study = load_study(write_study(tmp_path, task_files))
+    calls: list[str] = []
+
+    def flaky_train(config, command=""):
+        calls.append(config.output_dir)
+        if config.output_dir.endswith("pairs/defect+search"):
+            raise RuntimeError("disk full (simulated)")
+        return real_train(config, command)
+
+    outcome = run_grid(study, flaky_train, log=lambda _: None)
+    assert len(outcome) == 8 and outcome["lora/pairs/defect+search"] == "failed"
+    assert sum(s == "done" for s in outcome.values()) == 7  # the other cells went on
+    failed = study.output_dir / "lora/pairs/defect+search"
+    assert read_status(failed)["state"] == "failed" and "disk full" in read_status(failed)["error"]
+    assert "RuntimeError" in (failed / "error.log").read_text()
+    summary = json.loads((study.output_dir / "study.json").read_text())
+    assert {c["path"]: c["state"] for c in summary["cells"]}["lora/pairs/defect+search"] == "failed"
+    done_cell = study.output_dir / "lora/single/defect"
+    stamp = (done_cell / "metrics.json").stat().st_mtime_ns
+
+    calls.clear()
+    outcome = run_grid(study, real_train_recording(calls, real_train), log=lambda _: None)
+    assert calls == [str(failed)]  # only the failed cell ran again
+    assert outcome["lora/pairs/defect+search"] == "done" and list(outcome.values()).count("skipped") == 7
+    assert (done_cell / "metrics.json").stat().st_mtime_ns == stamp
+    assert read_status(failed)["attempts"] == 2 and cell_state(failed) == "done"
+    assert (study.output_dir / "lora/multi/equal" / "loss_weights.png").exists()
+
+
+def real_train_recording(calls, real_train):
+    def train(config, command=""):
+        calls.append(config.output_dir)
+        return real_train(config, command)
+    return train
+
+
+def test_a_killed_cell_is_run_again_from_scratch(tmp_path, task_files):
+    from mtpeft.recipes import train as real_train
+
+    study = load_study(write_study(tmp_path, task_files, regimes=["single"]))
+
+    def killed_after_writing(config, command=""):
+        Path(config.output_dir, "config.yaml").write_text("half", encoding="utf-8")
+        Path(config.output_dir, "stale.txt").write_text("x", encoding="utf-8")
+        raise KeyboardInterrupt  # as Ctrl-C or a kill: the grid stops, the cell stays "running"
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(study, killed_after_writing, log=lambda _: None)
+    cell = study.output_dir / "lora/single/defect"
+    assert cell_state(cell) == "interrupted" and read_status(cell)["state"] == "running"
+    outcome = run_grid(study, real_train, log=lambda _: None)
+    assert outcome == {"lora/single/defect": "done", "lora/single/flaky": "done", "lora/single/search": "done"}
+    assert not (cell / "stale.txt").exists() and read_status(cell)["previous"] == "interrupted"
+
+
+def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, task_files):
+    study = load_study(write_study(tmp_path, task_files, budget={"epochs": 2, "max_train_per_task": 20, "batch_size": 8, "max_eval_per_task": 10}))
+    run = tmp_path / "earlier"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"backbone": {"name": "tiny-bert"}, "method": {"name": "lora"}, "training": {"batch_size": 4}}))
+    (run / "ledger.json").write_text(json.dumps({"tasks": ["a", "b"], "steps": 50,
+                                                 "wall_seconds": {"load_data": 1, "load_model": 2, "train_and_validate": 100, "reload": 1, "evaluate": 30}}))
+    (run / "history.json").write_text(json.dumps([{"examples_seen": {"a": 200, "b": 200}}]))
+    (run / "data_report.json").write_text(json.dumps({"sizes": {"a": {"train": 9, "valid": {"a": 50}, "test": {"a": 50}},
+                                                                "b": {"train": 9, "valid": {"b": 50}, "test": {"b": 50, "b/x": 100}}}}))
+    _, _, rate = rate_from_run(run)
+    assert (rate.s_train, rate.s_eval, rate.fixed) == (100 / 400, 30 / 300, 4)
+    single, multi = plan(study)[0], plan(study)[3]
+    # single: 1 task x 2 epochs x 24 (20 rounded up to 3 batches of 8) = 48 examples; eval 1 x 2 x 10
+    assert estimate_cell(study, single, rate) == pytest.approx(48 * 0.25 + 20 * 0.1 + 4)
+    assert estimate_cell(study, multi, rate) == pytest.approx(3 * 48 * 0.25 + 60 * 0.1 + 4)
+    table, total = dry_run(study, [run])
+    assert "lora/pairs/flaky+search" in table and "earlier" in table
+    assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32)  # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4)
+
+
+def test_dry_run_probe_and_cli(tmp_path, task_files, capsys):
+    from mtpeft.cli import main
+
+    path = write_study(tmp_path, task_files, regimes=["single", "multi"], weightings={})
+    table, total = dry_run(load_study(path), [tmp_path / "nothing"])
+    assert total is None and "--probe-steps" in table
+    assert main(["study", str(path), "--dry-run", "--probe-steps", "2", "--ledgers", str(tmp_path / "nothing")]) == 0
+    out = capsys.readouterr().out
+    assert "probe of 2 steps" in out and "4 cells, 4 to run; estimated" in out and "without one" not in out
+    assert not (tmp_path / "study").exists() or not any((tmp_path / "study").rglob("metrics.json"))  # trains nothing
+    (tmp_path / "bad.yaml").write_text("base: base.yaml\nregimes: [solo]\n")
+    assert main(["study", str(tmp_path / "bad.yaml"), "--dry-run"]) == 2
+    assert "unknown regime(s) solo" in capsys.readouterr().err
