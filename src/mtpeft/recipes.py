@@ -29,7 +29,7 @@ from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
-from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
+from mtpeft.training.checkpoint import ADAPTER, HEADS, checkpoint_dir, load_heads, load_state, save_checkpoint
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
 from mtpeft.training.weightings import build_weighting
 
@@ -53,14 +53,28 @@ def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress)
 
 
+def mark_legacy_joint_clone(config: RunConfig, ckpt: Path) -> None:
+    """Runs saved before ``pair_encoding`` existed encoded clone pairs jointly, with a one-input
+    head (``heads.clone.net.*``); their config does not say so, and the new default is separate."""
+    spec = config.tasks.get("clone")
+    if spec is None or "pair_encoding" in spec.options:
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt / HEADS), framework="pt") as handle:
+        if any(key.startswith("heads.clone.net.") for key in handle.keys()):
+            spec.options["pair_encoding"] = "joint"
+
+
 def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
     """Rebuild a trained model from its run directory (backbone reloaded, method + heads attached)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise MtpeftError(f"{run_dir}: not a run directory (no config.yaml)")
     config = from_dict(load_yaml(run_dir / "config.yaml"))
-    tasks = build_tasks(config)
     ckpt = checkpoint_dir(run_dir)
+    mark_legacy_joint_clone(config, ckpt)
+    tasks = build_tasks(config)
     model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
     load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)})
     state = load_state(ckpt)
