@@ -48,6 +48,8 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--skip-bad-records", action="store_true", help="skip (and count) malformed records instead of stopping")
     p.add_argument("--no-bf16", action="store_true", help="train and evaluate in float32")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty --output folder (without it, such a folder is refused)")
     p.set_defaults(func=run_train)
 
 
@@ -71,16 +73,30 @@ def run_train(args: argparse.Namespace) -> None:
 
     data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
     config = resolve_config(data, collect_overrides(args))
-    result = train(config, command="mtpeft " + shlex.join(sys.argv[1:]))
+    result = train(config, command="mtpeft " + shlex.join(portable_args(sys.argv[1:])),
+                   overwrite=args.overwrite, resume=bool(getattr(args, "resume", False)))
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
     print(format_ledger(result["ledger"]))
     print(f"run directory: {result['run_dir']}")
 
 
+def portable_args(argv: Sequence[str]) -> list[str]:
+    """The command line as recorded in a run folder: absolute paths inside the working folder are
+    written relative to it, so a committed run holds no machine's home folder."""
+    cwd = Path.cwd()
+    out = []
+    for arg in argv:
+        path = Path(arg)
+        if path.is_absolute() and path.is_relative_to(cwd):
+            arg = str(path.relative_to(cwd)) or "."
+        out.append(arg)
+    return out
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     from mtpeft.recipes import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.output)
+    metrics = evaluate_run(args.run_dir, args.output, args.data)
     print(format_metrics(metrics))
 
 
@@ -336,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="reload a run directory and recompute its metrics")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--output", "-o", type=Path, default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--data", default=None,
+                   help="where ${data} is on this machine (default: the folder the run was trained with)")
     p.set_defaults(func=run_evaluate)
     p = sub.add_parser("predict", help="write CodeXGLUE-format predictions of one task for a JSONL file")
     p.add_argument("run_dir", type=Path)
