@@ -126,6 +126,12 @@ def run_report(args: argparse.Namespace) -> None:
     import json
 
     from mtpeft.reporting import runs_table
+    from mtpeft.study.report import is_study, write_report
+
+    if len(args.run_dirs) == 1 and is_study(args.run_dirs[0]):
+        path = write_report(args.run_dirs[0], args.output)
+        print(f"wrote {path} (+ CSV files and PNGs beside it)")
+        return
 
     runs = {}
     for run in args.run_dirs:
@@ -363,8 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", default=None, help="clone: functions file for idx1/idx2 pairs")
     p.add_argument("--corpus", default=None, help="search: rank against this corpus file instead of the file's own codes")
     p.set_defaults(func=run_predict)
-    p = sub.add_parser("report", help="a markdown table comparing finished run directories")
+    p = sub.add_parser("report", help="a markdown table comparing finished run directories, or a study folder's report",
+                       description="Given run directories: a markdown table comparing them. Given one study folder "
+                                   "(made by 'mtpeft study'): report.md + CSV files + PNGs (tables, affinity, costs, findings).")
     p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--output", "-o", type=Path, default=None, help="study report: folder for report.md, CSVs, PNGs (default: the study folder)")
     p.set_defaults(func=run_report)
     add_study_parser(sub)
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")
