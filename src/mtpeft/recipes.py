@@ -118,7 +118,7 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
 
 # what ``train`` writes into a run directory: --overwrite removes only these
 RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "data_report.json", "history.json",
-               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "tb")
+               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png", "tb")
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
