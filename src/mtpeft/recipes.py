@@ -164,6 +164,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ledger = Ledger()
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
+    # a wrong weighting or option stops now, not after the data and the model have loaded
+    build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
     sizes = {name: describe(tasks[name], d) for name, d in data.items()}
