@@ -102,7 +102,7 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
 
 # what ``train`` writes into a run directory: --overwrite removes only these
 RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "data_report.json", "history.json",
-               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "tb")
+               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png", "tb")
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
@@ -148,6 +148,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ledger = Ledger()
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
+    # a wrong weighting or option stops now, not after the data and the model have loaded
+    build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
     sizes = {name: describe(tasks[name], d) for name, d in data.items()}
