@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mtpeft train
+	$(BIN)/mtpeft train --overwrite  # a rerun replaces runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -31,7 +31,7 @@ smollm2: $(STAMP)
 
 # the full-data run of results/core-minilm-lora (about 2 hours on 2 cores)
 full: $(STAMP)
-	$(BIN)/mtpeft train --config configs/full.yaml --data ../shared/data --max-train-per-task 1024 --epochs 2 --max-valid-per-task 300 --output runs/full
+	$(BIN)/mtpeft train --config configs/full.yaml --data ../shared/data --max-train-per-task 1024 --epochs 2 --max-valid-per-task 300 --output runs/full --overwrite
 
 clean:
 	rm -rf runs .pytest_cache

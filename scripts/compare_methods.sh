@@ -16,7 +16,7 @@ for method in $METHODS; do
   run=runs/methods-$(basename "$OUT")/$method
   cmd=(mtpeft train --config configs/full.yaml --data "$DATA" --backbone "$BACKBONE" --method "$method"
        --max-len "$MAXLEN" --max-train-per-task "$TRAIN" --epochs "$EPOCHS" --lr "$LR"
-       --max-eval-per-task "$EVAL" --max-valid-per-task "$VALID" --output "$run" --no-progress
+       --max-eval-per-task "$EVAL" --max-valid-per-task "$VALID" --output "$run" --overwrite --no-progress
        --set 'tasks.search.extra={}')  # no CoSQA here: its whole 6,267-code corpus is re-encoded per run
   echo "== ${cmd[*]}"
   "${cmd[@]}"

@@ -94,6 +94,13 @@ def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(
     assert (done_cell / "metrics.json").stat().st_mtime_ns == stamp
     assert read_status(failed)["attempts"] == 2 and cell_state(failed) == "done"
     assert (study.output_dir / "lora/multi/equal" / "loss_weights.png").exists()
+    # the report reads the real grid: affinity from the pairs, the weighting comparison, costs
+    from mtpeft.study.report import write_report
+
+    report = write_report(study.output_dir).read_text()
+    assert "### lora" in report and (study.output_dir / "affinity_lora.png").stat().st_size > 10_000
+    assert "| lora | equal |" in report and "| lora | learned_softmax |" in report
+    assert "| multi-task PEFT ≈ multi-task full fine-tuning | no multi-task full fine-tuning cell | not measured |" in report
 
 
 def real_train_recording(calls, real_train):
@@ -156,3 +163,22 @@ def test_dry_run_probe_and_cli(tmp_path, task_files, capsys):
     (tmp_path / "bad.yaml").write_text("base: base.yaml\nregimes: [solo]\n")
     assert main(["study", str(tmp_path / "bad.yaml"), "--dry-run"]) == 2
     assert "unknown regime(s) solo" in capsys.readouterr().err
+
+
+def test_cli_runs_a_cell_in_its_own_process_and_the_report_reads_the_grid(tmp_path, task_files, capsys):
+    from mtpeft.cli import main
+    from mtpeft.study.report import write_report
+
+    path = write_study(tmp_path, task_files, regimes=["single"], weightings={})
+    assert main(["study", str(path), "--only", "single/defect", "--no-progress"]) == 0
+    cell = tmp_path / "study" / "lora/single/defect"
+    assert cell_state(cell) == "done" and (cell / "train.log").exists() and (cell / "cell_config.yaml").exists()
+    assert "1 of 1 cells finished" in capsys.readouterr().out
+    report = write_report(tmp_path / "study").read_text()
+    assert "lora/single/flaky | pending" in report and "| lora | defect | accuracy |" in report
+    # a cell whose process fails is reported with the last line of its log, and the command says so
+    (tmp_path / "base.yaml").write_text((tmp_path / "base.yaml").read_text().replace("tiny-bert", "no-such-backbone-dir"))
+    assert main(["study", str(path), "--only", "single/flaky", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 1 cell(s) failed" in err and "lora/single/flaky" in err
+    assert "exited with 2" in read_status(tmp_path / "study" / "lora/single/flaky")["error"]

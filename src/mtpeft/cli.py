@@ -51,6 +51,8 @@ def add_train_parser(sub: Any) -> None:
                    help="continue a killed run from its last/ checkpoint (written every training.save_every_steps "
                         "steps or save_every_minutes minutes), with the run's own saved config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty --output folder (without it, such a folder is refused)")
     p.set_defaults(func=run_train)
 
 
@@ -73,7 +75,7 @@ def run_train(args: argparse.Namespace) -> None:
     from mtpeft.recipes import train
 
     overrides = collect_overrides(args)
-    command = "mtpeft " + shlex.join(sys.argv[1:])
+    command = "mtpeft " + shlex.join(portable_args(sys.argv[1:]))
     if args.resume:
         from mtpeft.recipes import resume_config
 
@@ -85,16 +87,29 @@ def run_train(args: argparse.Namespace) -> None:
         result = train(resume_config(args.resume, requested), command=command, resume=True)
     else:
         data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
-        result = train(resolve_config(data, overrides), command=command)
+        result = train(resolve_config(data, overrides), command=command, overwrite=args.overwrite)
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
     print(format_ledger(result["ledger"]))
     print(f"run directory: {result['run_dir']}")
 
 
+def portable_args(argv: Sequence[str]) -> list[str]:
+    """The command line as recorded in a run folder: absolute paths inside the working folder are
+    written relative to it, so a committed run holds no machine's home folder."""
+    cwd = Path.cwd()
+    out = []
+    for arg in argv:
+        path = Path(arg)
+        if path.is_absolute() and path.is_relative_to(cwd):
+            arg = str(path.relative_to(cwd)) or "."
+        out.append(arg)
+    return out
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     from mtpeft.recipes import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.output)
+    metrics = evaluate_run(args.run_dir, args.output, args.data)
     print(format_metrics(metrics))
 
 
@@ -124,6 +139,12 @@ def run_report(args: argparse.Namespace) -> None:
     import json
 
     from mtpeft.reporting import runs_table
+    from mtpeft.study.report import is_study, write_report
+
+    if len(args.run_dirs) == 1 and is_study(args.run_dirs[0]):
+        path = write_report(args.run_dirs[0], args.output)
+        print(f"wrote {path} (+ CSV files and PNGs beside it)")
+        return
 
     runs = {}
     for run in args.run_dirs:
@@ -335,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="reload a run directory and recompute its metrics")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--output", "-o", type=Path, default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--data", default=None,
+                   help="where ${data} is on this machine (default: the folder the run was trained with)")
     p.set_defaults(func=run_evaluate)
     p = sub.add_parser("predict", help="write CodeXGLUE-format predictions of one task for a JSONL file")
     p.add_argument("run_dir", type=Path)
@@ -344,8 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", default=None, help="clone: functions file for idx1/idx2 pairs")
     p.add_argument("--corpus", default=None, help="search: rank against this corpus file instead of the file's own codes")
     p.set_defaults(func=run_predict)
-    p = sub.add_parser("report", help="a markdown table comparing finished run directories")
+    p = sub.add_parser("report", help="a markdown table comparing finished run directories, or a study folder's report",
+                       description="Given run directories: a markdown table comparing them. Given one study folder "
+                                   "(made by 'mtpeft study'): report.md + CSV files + PNGs (tables, affinity, costs, findings).")
     p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--output", "-o", type=Path, default=None, help="study report: folder for report.md, CSVs, PNGs (default: the study folder)")
     p.set_defaults(func=run_report)
     add_study_parser(sub)
     p = sub.add_parser("list", help="list the registered tasks, methods, backbones, samplers and weightings")

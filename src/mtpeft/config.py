@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from mtpeft.errors import MtpeftError
+from mtpeft.fileio import atomic_write_text
 
 SPLITS = ("train", "valid", "test")
 
@@ -71,7 +72,10 @@ class TrainingConfig:
     max_eval_per_task: int | None = None  # cap on every evaluation set (queries for search)
     max_valid_per_task: int | None = None  # tighter cap for validation sets (None: max_eval_per_task)
     bucket_window: int = 50  # batches whose examples are sorted by length together
-    seed: int = 42
+    seed: int = 42  # initialisation, batch order, dropout
+    # which examples the caps and the search hold-out keep: separate from ``seed``, so the runs of a
+    # multi-seed study train and are scored on the same examples
+    data_seed: int = 42
     validate_every: int | None = None  # steps between validations; None: at the end of every epoch
     save_every_steps: int | None = None  # write the resumable last/ checkpoint every N steps
     save_every_minutes: float | None = None  # ... or every N minutes (either may be set, or both)
@@ -88,10 +92,18 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     output_dir: str = "runs/latest"
     vars: dict[str, str] = field(default_factory=dict)  # ${name} substitutions in paths
+    # the tasks as written, before ``${var}`` substitution: what config.yaml stores, so a run folder
+    # names its data relative to a root (``vars.data``) that another machine can replace
+    raw_tasks: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["method"] = {"name": self.method.name, **self.method.options}
+        if self.raw_tasks is not None:
+            data["tasks"] = copy.deepcopy(self.raw_tasks)
+        del data["raw_tasks"]
+        # the package's own sample folder is found again wherever mtpeft is installed
+        data["vars"] = {k: v for k, v in self.vars.items() if not (k == "sample" and v == str(sample_dir()))}
         return data
 
 
@@ -123,34 +135,122 @@ def substitute(value: Any, variables: dict[str, str]) -> Any:
     return value
 
 
+# allowed ranges of numeric settings: name -> (lowest, highest); a parenthesis excludes the bound
+RANGES: dict[str, tuple[str, float | None, float | None, str]] = {
+    "max_len": ("[", 8, None, ")"), "attention_dropout": ("[", 0, 1, ")"), "hidden_dropout": ("[", 0, 1, ")"),
+    "epochs": ("[", 1, None, ")"), "steps_per_epoch": ("[", 1, None, ")"), "batch_size": ("[", 1, None, ")"),
+    "eval_batch_size": ("[", 1, None, ")"), "lr": ("(", 0, None, ")"), "head_lr": ("(", 0, None, ")"),
+    "weight_decay": ("[", 0, None, ")"), "warmup": ("[", 0, 1, "]"), "max_grad_norm": ("(", 0, None, ")"),
+    "temperature": ("(", 0, None, ")"), "max_train_per_task": ("[", 1, None, ")"),
+    "max_eval_per_task": ("[", 1, None, ")"), "max_valid_per_task": ("[", 1, None, ")"),
+    "bucket_window": ("[", 1, None, ")"), "validate_every": ("[", 1, None, ")"), "valid_fraction": ("(", 0, 1, ")"),
+}
+
+
+def _typed(value: Any, annotation: str, where: str) -> Any:
+    """``value`` as the field's declared type (int, float, bool, str; ``| None`` allows null).
+
+    PyYAML reads ``1e-4`` (no dot) as a string, so numbers given as strings are accepted where a
+    float is expected; anything else of the wrong type is a one-line error."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        if "None" in kinds or "Any" in kinds:
+            return None
+        raise MtpeftError(f"config {where} must not be null")
+    base = next((k for k in kinds if k != "None"), "Any")
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise MtpeftError(f"config {where} must be an integer, got {value!r}")
+    if base == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise MtpeftError(f"config {where} must be a number, got {value!r}")
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise MtpeftError(f"config {where} must be true or false, got {value!r}")
+    if base == "str":
+        if isinstance(value, str):
+            return value
+        raise MtpeftError(f"config {where} must be a string, got {value!r}")
+    if base.startswith("dict") and not isinstance(value, dict):
+        raise MtpeftError(f"config {where} must be a mapping, got {value!r}")
+    return value
+
+
+def _in_range(name: str, value: Any, where: str) -> None:
+    if name not in RANGES or not isinstance(value, (int, float)):
+        return
+    left, low, high, right = RANGES[name]
+    bad_low = low is not None and (value < low or (left == "(" and value == low))
+    bad_high = high is not None and (value > high or (right == ")" and value == high))
+    if bad_low or bad_high:
+        interval = f"{left}{low}, {'inf' if high is None else high}{right}"
+        raise MtpeftError(f"config {where} must be in {interval}, got {value!r}")
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if data is None:
         return cls()
     if not isinstance(data, dict):
         raise MtpeftError(f"config section {where!r} must be a mapping, got {data!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise MtpeftError(f"unknown key(s) {', '.join(unknown)} in config section {where!r}; valid: {', '.join(sorted(names))}")
-    return cls(**data)
+        raise MtpeftError(f"unknown key(s) {', '.join(unknown)} in config section {where!r}; valid: {', '.join(sorted(fields))}")
+    values = {}
+    for name, value in data.items():
+        values[name] = _typed(value, str(fields[name].type), f"{where}.{name}")
+        _in_range(name, values[name], f"{where}.{name}")
+    return cls(**values)
 
 
-def from_dict(data: dict[str, Any]) -> RunConfig:
+def method_section(value: Any) -> dict[str, Any]:
+    """``method: lora`` or ``method: {name: lora, r: 8}``; null means the default method."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, dict):
+        raise MtpeftError(f"config 'method' must be a mapping such as {{name: lora, r: 16}}, got {value!r}")
+    return dict(value)
+
+
+def from_dict(data: dict[str, Any], data_root: str | None = None) -> RunConfig:
+    """A checked RunConfig; ``${var}`` in task paths is substituted (``data_root`` replaces ``vars.data``)."""
     data = dict(data or {})
-    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
+    unknown = sorted(set(data) - ({f.name for f in dataclasses.fields(RunConfig)} - {"raw_tasks"}))
     if unknown:
         raise MtpeftError(f"unknown top-level config key(s): {', '.join(unknown)}")
-    method = dict(data.get("method") or {})
-    tasks = data.get("tasks") or {}
-    if not isinstance(tasks, dict):
+    method = method_section(data.get("method"))
+    name = method.pop("name", "lora")
+    if not isinstance(name, str):
+        raise MtpeftError(f"config method.name must be a string, got {name!r}")
+    raw_tasks = data.get("tasks") or {}
+    if not isinstance(raw_tasks, dict):
         raise MtpeftError("config 'tasks' must map task names to their data")
+    if not isinstance(data.get("vars") or {}, dict):
+        raise MtpeftError("config 'vars' must be a mapping of names to paths")
+    variables = default_vars() | {str(k): str(v) for k, v in (data.get("vars") or {}).items()}
+    if data_root is not None:
+        variables["data"] = str(data_root)
+    tasks = substitute(raw_tasks, variables)
     return RunConfig(
         backbone=_build(BackboneConfig, data.get("backbone"), "backbone"),
-        method=MethodConfig(name=method.pop("name", "lora"), options=method),
+        method=MethodConfig(name=name, options=method),
         tasks={name: _build(TaskConfig, spec, f"tasks.{name}") for name, spec in tasks.items()},
         training=_build(TrainingConfig, data.get("training"), "training"),
         output_dir=str(data.get("output_dir", "runs/latest")),
-        vars={str(k): str(v) for k, v in (data.get("vars") or {}).items()},
+        vars=variables,
+        raw_tasks=copy.deepcopy(raw_tasks),
     )
 
 
@@ -207,23 +307,24 @@ def default_config_path() -> Path:
 def resolve_config(data: dict[str, Any], overrides: list[tuple[str, Any]] = ()) -> RunConfig:
     """Apply overrides, keep only the tasks asked for, substitute ``${vars}`` in paths."""
     data = copy.deepcopy(data)  # (keeps the task order: it is the round-robin order)
-    configured_method = (data.get("method") or {}).get("name", MethodConfig.name)
+    data["method"] = method_section(data.get("method"))
+    configured_method = data["method"].get("name", MethodConfig.name)
     configured_weighting = (data.get("training") or {}).get("weighting", TrainingConfig.weighting)
     for key, value in overrides:
+        if key == "method" or key.startswith("method."):
+            data["method"] = method_section(data.get("method"))
         set_dotted(data, key, value)
+    data["method"] = method_section(data.get("method"))
     training = data.get("training") or {}
     if training.get("weighting", configured_weighting) != configured_weighting:
         # likewise, the file's weighting options belong to the weighting it named
         training["weighting_options"] = {k.split(".", 2)[2]: v for k, v in overrides if k.startswith("training.weighting_options.")}
-    if data.get("method", {}).get("name", configured_method) != configured_method:
+    if data["method"].get("name", configured_method) != configured_method:
         # the file's method options belong to the method it named, not to the one chosen instead
         chosen = {k.split(".", 1)[1]: v for k, v in overrides if k.startswith("method.")}
         data["method"] = chosen
-    variables = default_vars() | {str(k): str(v) for k, v in (data.get("vars") or {}).items()}
-    data["vars"] = variables
-    data["tasks"] = substitute(data.get("tasks") or {}, variables)
     return from_dict(data)
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

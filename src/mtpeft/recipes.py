@@ -12,16 +12,19 @@ Run directory layout::
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from mtpeft.config import RunConfig, from_dict, load_yaml, save_config
 from mtpeft.data.jsonl import SkipCounter
 from mtpeft.data.loading import describe, load_task_data
 from mtpeft.errors import MtpeftError
+from mtpeft.fileio import atomic_write_text
 from mtpeft.evaluation.evaluate import evaluate_sets
 from mtpeft.evaluation.trivial import trivial_baselines
 from mtpeft.model.build import build_model
@@ -54,21 +57,72 @@ def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress)
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
-    """Rebuild a trained model from its run directory (backbone reloaded, method + heads attached)."""
-    run_dir = Path(run_dir)
+def run_config(run_dir: Path, ckpt: Path, data_root: str | None = None) -> RunConfig:
+    """The configuration the checkpoint was trained with: the copy saved inside the checkpoint
+    (atomically with the weights); config.yaml beside it only for runs that predate that copy."""
+    state = load_state(ckpt)
+    if isinstance(state.get("config"), dict):
+        return from_dict(state["config"], data_root)
     if not (run_dir / "config.yaml").exists():
         raise MtpeftError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = from_dict(load_yaml(run_dir / "config.yaml"))
-    tasks = build_tasks(config)
+    return from_dict(load_yaml(run_dir / "config.yaml"), data_root)
+
+
+def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
+    """Rebuild a trained model from its run directory (backbone reloaded, method + heads attached).
+
+    ``data_root`` replaces the ``${data}`` folder the run was trained with (a copied run folder)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MtpeftError(f"{run_dir}: not a run directory")
     ckpt = checkpoint_dir(run_dir)
-    model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
-    load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)})
+    try:
+        config = run_config(run_dir, ckpt, data_root)
+    except (ValueError, OSError) as exc:  # a damaged state.json
+        raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/state.json: {exc})") from None
+    tasks = build_tasks(config)
+    if not (ckpt / ADAPTER).is_dir():
+        raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/{ADAPTER}/ is missing)")
+    try:
+        model, _ = build_model(config, tasks, adapter_dir=ckpt / ADAPTER)
+        load_heads(ckpt, model, {"loss_weighting": build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)})
+    except MtpeftError:
+        raise
+    except (SafetensorError, ValueError, RuntimeError, OSError, KeyError) as exc:
+        # a truncated file, a missing adapter, heads of other tasks or shapes: one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MtpeftError(f"{run_dir}: damaged checkpoint or one that does not match its config ({first})") from None
     state = load_state(ckpt)
     for name, task in tasks.items():
         task.load_state(state.get("tasks", {}).get(name, {}))
     model.eval()
     return config, tasks, model
+
+
+# what ``train`` writes into a run directory: --overwrite removes only these
+RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "data_report.json", "history.json",
+               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "tb",
+               "last", ".last.old")
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse to train into a folder that holds another run's outputs, unless asked: a second run
+    there would mix its config and outputs with the first run's weights. (Other files, such as a
+    study's status file, may be there.)"""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MtpeftError(f"--output {run_dir}: exists and is not a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if not previous or resume:
+        return
+    if not overwrite:
+        raise MtpeftError(f"--output {run_dir}: the folder is not empty (it holds {', '.join(previous[:3])}); "
+                          "choose another folder, or give --overwrite to replace the run in it")
+    for name in previous:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for stale in run_dir.glob(".checkpoint.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def test_and_valid_metrics(config: RunConfig, tasks: dict[str, Task], model: MultiTaskModel, data: dict[str, TaskData]) -> dict[str, Any]:
@@ -79,32 +133,34 @@ def test_and_valid_metrics(config: RunConfig, tasks: dict[str, Task], model: Mul
     }
 
 
-def train(config: RunConfig, command: str = "", resume: bool = False) -> dict[str, Any]:
+def train(config: RunConfig, command: str = "", overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint, reload it from disk and evaluate the test sets.
 
     ``resume``: continue the run in ``config.output_dir`` from its last/ checkpoint (the caller
     passes the run's own saved config; see ``resume_config``)."""
     run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(run_dir, overwrite, resume)
     last = load_last(run_dir) if resume else None
-    if not resume:
-        save_config(config, run_dir / "config.yaml")
-    if command:
-        with open(run_dir / "command.txt", "a" if resume else "w", encoding="utf-8") as handle:
-            handle.write(command + "\n")
     ledger = Ledger()
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
     sizes = {name: describe(d) for name, d in data.items()}
-    write_json(run_dir / "data_report.json", {"sizes": sizes} | skips.report())
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
+    # written once data and model have loaded: a run that fails early leaves the folder as it was
+    if not resume:  # a resumed run keeps its config; its command lines add up
+        save_config(config, run_dir / "config.yaml")
+    if command:
+        previous = (run_dir / "command.txt").read_text(encoding="utf-8") if resume and (run_dir / "command.txt").exists() else ""
+        atomic_write_text(run_dir / "command.txt", previous + command + "\n")
+    write_json(run_dir / "data_report.json", {"sizes": sizes} | skips.report())
     ledger.record_parameters(model.parameter_counts())
 
     def save_best(weighting: torch.nn.Module, state: dict[str, Any]) -> None:
-        state = state | {"tasks": {name: task.state() for name, task in tasks.items()}}
+        # the config travels inside the checkpoint: the weights are always read with their own config
+        state = state | {"tasks": {name: task.state() for name, task in tasks.items()}, "config": config.to_dict()}
         save_checkpoint(run_dir, model, method, {"loss_weighting": weighting}, state)
 
     ctx = eval_context(config, model.backbone.tokenizer)
@@ -158,16 +214,17 @@ def train(config: RunConfig, command: str = "", resume: bool = False) -> dict[st
     }
     ledger_dict = ledger.to_dict()
     write_json(run_dir / "ledger.json", ledger_dict)
-    (run_dir / "README.md").write_text(model_card(config.to_dict(), metrics, ledger_dict, sizes), encoding="utf-8")
+    atomic_write_text(run_dir / "README.md", model_card(config.to_dict(), metrics, ledger_dict, sizes))
     if not config.training.keep_last:
         remove_last(run_dir)  # finished: nothing left to resume
     return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir),
             "trivial": trivial}
 
 
-def evaluate_run(run_dir: Path, output: Path | None = None) -> dict[str, Any]:
-    """Reload a run and recompute its valid and test metrics (written to ``output`` if given)."""
-    config, tasks, model = load_run(run_dir)
+def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None) -> dict[str, Any]:
+    """Reload a run and recompute its valid and test metrics (written to ``output`` if given);
+    ``data_root`` is where ``${data}`` is on this machine."""
+    config, tasks, model = load_run(run_dir, data_root)
     data, _ = load_data(config, tasks, with_train=False)
     metrics = test_and_valid_metrics(config, tasks, model, data)
     if output:

@@ -14,12 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file so a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+from mtpeft.fileio import write_json  # noqa: F401  (re-exported: the run directory's JSON writer)
 
 
 def peak_rss_mb() -> float:

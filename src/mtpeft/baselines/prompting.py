@@ -38,6 +38,7 @@ from mtpeft.baselines.backends import Backend, BackendError, Conversation
 from mtpeft.baselines.bm25 import BM25Index
 from mtpeft.baselines.parsing import decide, parse_yes_no
 from mtpeft.config import RunConfig, load_yaml
+from mtpeft.fileio import atomic_write_text
 from mtpeft.errors import MtpeftError
 
 BINARY_TASKS = ("defect", "clone", "flaky")
@@ -161,11 +162,7 @@ class AnswerCache:
 
     def compact(self) -> None:
         """Rewrite the file with the latest record per key only."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in self.records.values():
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
 
 
 # ---- search re-ranking -----------------------------------------------------------------------------

@@ -47,6 +47,10 @@ def load_task_data(task: Task, spec: TaskConfig, training: TrainingConfig, skips
             train, held = hold_out(train, spec.valid_fraction, seed)
             data.valid.append(task.evalset_from_examples(task.name, subsample(held, valid_cap, seed)))
         data.train = subsample(train, training.max_train_per_task, seed) if with_train else []
+        if with_train and not data.train:
+            # an empty stream would make the batch iterator loop forever looking for a batch
+            raise MtpeftError(f"task {task.name}: no training examples left after holding out validation "
+                              f"from {spec.train}; give more data or a 'valid' split")
     if spec.valid is not None:
         data.valid.append(task.read_eval(task.name, spec.valid, skips, valid_cap, seed))
     if spec.test is not None:

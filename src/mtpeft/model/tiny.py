@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
 from mtpeft.errors import MtpeftError
+from mtpeft.model.cache import atomic_directory, cache_dir
 
 ARCHS = ("bert", "llama")
 
@@ -66,22 +67,25 @@ def build_tiny_backbone(directory: Path, arch: str = "bert", hidden: int = 64, l
     if arch not in ARCHS:
         raise MtpeftError(f"unknown tiny architecture {arch!r}; valid: {', '.join(ARCHS)}")
     texts = SEED_CORPUS * 4
-    torch.manual_seed(seed)
-    if arch == "bert":
-        tokenizer = _word_piece(texts, vocab_size=400)
-        config = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-            intermediate_size=hidden * 2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-        )
-        model = BertModel(config)
-    else:
-        tokenizer = _byte_bpe(texts, vocab_size=400)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-            num_key_value_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )
-        model = LlamaModel(config)
+    # a private RNG: building the cached model on first use must not re-seed the caller's run
+    # (else the first run on a fresh cache would differ from every later one)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if arch == "bert":
+            tokenizer = _word_piece(texts, vocab_size=400)
+            config = BertConfig(
+                vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                intermediate_size=hidden * 2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+            )
+            model = BertModel(config)
+        else:
+            tokenizer = _byte_bpe(texts, vocab_size=400)
+            config = LlamaConfig(
+                vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            )
+            model = LlamaModel(config)
     directory = Path(directory)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
@@ -90,8 +94,6 @@ def build_tiny_backbone(directory: Path, arch: str = "bert", hidden: int = 64, l
 
 def tiny_backbone_dir(arch: str) -> Path:
     """The cached tiny model of an architecture, built on first use."""
-    from mtpeft.model.backbone import atomic_directory, cache_dir
-
     def build(out: Path) -> None:
         # the builder seeds torch itself: keep the caller's random state (a run's seeded
         # initialisation must not depend on whether the cache already held the model)

@@ -14,13 +14,15 @@ import gc
 import itertools
 import json
 import shutil
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mtpeft.config import RunConfig, resolve_config, select_tasks
+from mtpeft.config import RunConfig, resolve_config, save_config, select_tasks
 from mtpeft.errors import MtpeftError
 from mtpeft.runs import write_json
 from mtpeft.study.config import BUDGET_KEYS, StudyConfig
@@ -142,16 +144,33 @@ def run_cell(study: StudyConfig, cell: Cell, root: Path, train: Callable[[RunCon
     return "done"
 
 
+def subprocess_train(config: RunConfig, command: str = "") -> None:
+    """Train one cell in its own ``mtpeft train`` process: its ledger's peak RSS is its own (not the
+    grid's high-water mark), and its memory is returned when it ends. Output: ``CELL/train.log``."""
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cell_yaml = run_dir / "cell_config.yaml"
+    save_config(config, cell_yaml)
+    log_path = run_dir / "train.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        rc = subprocess.run([sys.executable, "-m", "mtpeft", "train", "--config", str(cell_yaml)],
+                            stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    if rc != 0:
+        lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        raise RuntimeError(f"'mtpeft train' exited with {rc}: {lines[-1] if lines else 'no output'} (see {log_path})")
+
+
 def run_grid(study: StudyConfig, train: Callable[[RunConfig, str], Any] | None = None,
              extra: list[tuple[str, Any]] = (), command: str = "", only: str | None = None,
              log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every cell not done yet; returns cell path -> done / skipped / failed."""
-    if train is None:
-        from mtpeft.recipes import train
+    """Run every cell not done yet; returns cell path -> done / skipped / failed. ``train``
+    defaults to one ``mtpeft train`` process per cell (tests pass the in-process recipe)."""
+    train = train or subprocess_train
     root = study.output_dir
     root.mkdir(parents=True, exist_ok=True)
-    cells = [c for c in plan(study) if not only or only in c.path]
-    write_json(root / "study.json", study_summary(study, cells))
+    every = plan(study)
+    cells = [c for c in every if not only or only in c.path]
+    write_json(root / "study.json", study_summary(study, every))
     if command:
         (root / "command.txt").write_text(command + "\n", encoding="utf-8")
     outcome: dict[str, str] = {}
@@ -160,7 +179,7 @@ def run_grid(study: StudyConfig, train: Callable[[RunConfig, str], Any] | None =
         outcome[cell.path] = run_cell(study, cell, root, train, extra, command)
         if outcome[cell.path] == "failed":
             log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {read_status(cell.run_dir(root)).get('error')}")
-        write_json(root / "study.json", study_summary(study, cells))
+        write_json(root / "study.json", study_summary(study, every))
     return outcome
 
 

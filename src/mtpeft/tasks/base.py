@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter
+from mtpeft.errors import MtpeftError
 from mtpeft.tasks.encoding import Encoding, encode_texts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,8 +95,23 @@ class Task(ABC):
     # domain (task option ``languages`` overrides it for a run trained on other data)
     languages: ClassVar[tuple[str, ...]] = ()
 
+    # the options this class adds (a subclass lists only its own; ``known_options`` gathers them)
+    option_names: ClassVar[tuple[str, ...]] = ("max_len", "truncation", "windows", "pad_multiple", "languages",
+                                               "positive_fraction")
+
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.known_options()))
+        if unknown:
+            raise MtpeftError(f"task {self.name!r}: unknown option(s) {', '.join(unknown)}; "
+                              f"valid options: {', '.join(self.known_options())}")
+
+    @classmethod
+    def known_options(cls) -> list[str]:
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            names += [n for n in vars(klass).get("option_names", ()) if n not in names]
+        return names
 
     # ---- data -------------------------------------------------------------------------------
     @abstractmethod

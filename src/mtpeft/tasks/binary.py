@@ -43,6 +43,10 @@ class MLPHead(nn.Module):
         return self.net(pooled).squeeze(-1)
 
 
+def is_number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
 class BinaryTask(Task):
     """A task whose examples carry a 0/1 label and whose head outputs one logit.
 
@@ -54,15 +58,24 @@ class BinaryTask(Task):
 
     default_threshold: Any = 0.5
     default_pos_weight: Any = None
+    option_names = ("threshold", "pos_weight", "dropout")
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
         self.threshold_option = self.options.get("threshold", self.default_threshold)
+        if self.threshold_option != "tune" and not is_number(self.threshold_option, 0.0, 1.0):
+            raise MtpeftError(f"task {self.name!r}: option threshold must be a probability in [0, 1] or 'tune', "
+                              f"got {self.threshold_option!r}")
         self.threshold = 0.5 if self.threshold_option == "tune" else float(self.threshold_option)
         self.pos_weight_option = self.options.get("pos_weight", self.default_pos_weight)
         self.pos_weight: float | None = None
         if self.pos_weight_option not in (None, "auto"):
+            if not is_number(self.pos_weight_option, 0.0, float("inf")) or float(self.pos_weight_option) == 0:
+                raise MtpeftError(f"task {self.name!r}: option pos_weight must be a positive number, 'auto' or null, "
+                                  f"got {self.pos_weight_option!r}")
             self.pos_weight = float(self.pos_weight_option)
+        if not is_number(self.options.get("dropout", 0.1), 0.0, 0.99):
+            raise MtpeftError(f"task {self.name!r}: option dropout must be in [0, 1), got {self.options['dropout']!r}")
 
     text_fields: tuple[str, ...] = ("code",)
     label_fields: tuple[str, ...] = ("label",)

@@ -66,6 +66,7 @@ class CloneTask(BinaryTask):
     # and the F1-best threshold is chosen on validation (``threshold: 0.5`` is the study's rule).
     default_pos_weight = None
     default_threshold = "tune"
+    option_names = ("functions", "pair_encoding", "unseen_valid")
 
     @property
     def pair_encoding(self) -> str:

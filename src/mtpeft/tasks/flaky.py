@@ -23,6 +23,7 @@ class FlakyTask(BinaryTask):
     default_threshold = "tune"
     default_pos_weight = "auto"
     label_fields = ("flaky", "label", "target")
+    option_names = ("text_field",)
 
     @property
     def text_fields(self) -> tuple[str, ...]:

@@ -81,6 +81,7 @@ class SearchTask(Task):
     metric = "mrr"
     description = "code search (CodeSearchNet/AdvTest, CoSQA): query -> code; MRR over the whole set"
     languages = ("ruby", "python")
+    option_names = ("scale", "query_max_len", "dim", "init")
 
     @property
     def scale(self) -> float:

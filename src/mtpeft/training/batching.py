@@ -23,6 +23,9 @@ class BucketedBatches:
     """
 
     def __init__(self, examples: Sequence[Any], batch_size: int, length: Callable[[Any], int], seed: int, window: int = 50) -> None:
+        if not examples or batch_size < 1:
+            # iterating would never yield a batch (and never end)
+            raise MtpeftError(f"cannot cut batches of {batch_size} from {len(examples)} training examples")
         self.examples = list(examples)
         self.batch_size = batch_size
         self.length = length

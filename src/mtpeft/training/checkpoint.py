@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtpeft.errors import MtpeftError
+from mtpeft.fileio import fsync_dir, fsync_tree
 from mtpeft.model.methods.base import Method
 
 CHECKPOINT = "checkpoint"
@@ -25,35 +26,42 @@ HEADS = "heads.safetensors"
 STATE = "state.json"
 
 
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
 def save_checkpoint(run_dir: Path, model: Any, method: Method, extra_modules: dict[str, nn.Module], state: dict[str, Any]) -> Path:
     """Save the method's weights (its own format), the heads (+ loss weights) and the JSON state."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.tmp-", dir=run_dir))
     try:
         method.save(model.backbone.model, tmp / ADAPTER)
+        portable_base_model(tmp / ADAPTER, getattr(model.backbone, "name", None))
         tensors = {f"heads.{k}": v.detach().contiguous() for k, v in model.heads.state_dict().items()}
         for name, module in extra_modules.items():
             tensors |= {f"{name}.{k}": v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, str(tmp / HEADS))
         (tmp / STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         final, old = run_dir / CHECKPOINT, run_dir / ".checkpoint.old"
         if old.exists():
             shutil.rmtree(old)
         if final.exists():
             os.rename(final, old)
         os.rename(tmp, final)
+        fsync_dir(run_dir)  # the renames themselves reach the disk
         shutil.rmtree(old, ignore_errors=True)
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def portable_base_model(adapter_dir: Path, backbone_name: str | None) -> None:
+    """peft records the folder the backbone was loaded from (a site-packages or cache path of the
+    training machine); record the configured backbone name instead, which resolves anywhere."""
+    config_file = adapter_dir / "adapter_config.json"
+    if backbone_name is None or not config_file.exists():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if "base_model_name_or_path" in config:
+        config["base_model_name_or_path"] = backbone_name
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -89,13 +97,14 @@ def save_last(run_dir: Path, tensors: dict[str, Any], state: dict[str, Any]) -> 
     try:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / LAST_TENSORS))
         (tmp / LAST_STATE).write_text(json.dumps(state), encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         final, old = run_dir / LAST, run_dir / ".last.old"
         if old.exists():
             shutil.rmtree(old)
         if final.exists():
             os.rename(final, old)
         os.rename(tmp, final)
+        fsync_dir(run_dir)
         shutil.rmtree(old, ignore_errors=True)
         return final
     finally:

@@ -206,6 +206,7 @@ class BottleneckAdapter(Method):
     """Shared machinery; subclasses say where adapters go and which adapter class they use."""
 
     defaults: ClassVar[dict[str, Any]] = {}
+    option_names = None  # checked against ``defaults`` below
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {"bert": _BERT, "roberta": _BERT, "xlm-ro
 class IA3(PeftLibraryMethod):
     name = "ia3"
     description = "(IA)^3: learned rescaling of keys, values and feed-forward activations (peft)"
+    option_names = ("target", "feedforward")
 
     def peft_config(self, model: nn.Module, family: str) -> PeftConfig:
         target = target_option(self.options)

@@ -16,12 +16,13 @@ QUERY_VALUE = {"bert": ["query", "value"], "roberta": ["query", "value"], "t5": 
 class LoRA(PeftLibraryMethod):
     name = "lora"
     description = "LoRA: low-rank updates of the attention query/value projections (peft)"
+    option_names = ("r", "alpha", "dropout", "target")
 
     def peft_config(self, model: nn.Module, family: str) -> PeftConfig:
         target = target_option(self.options) or QUERY_VALUE.get(model.config.model_type)
         return LoraConfig(
-            r=int(self.options.get("r", 16)),
-            lora_alpha=int(self.options.get("alpha", 32)),
-            lora_dropout=float(self.options.get("dropout", 0.1)),
+            r=self.number("r", 16, int, low=1),
+            lora_alpha=self.number("alpha", 32, int, low=1),
+            lora_dropout=self.number("dropout", 0.1, float, low=0.0, high=0.99),
             target_modules=target,
         )

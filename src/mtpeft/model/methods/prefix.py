@@ -53,6 +53,7 @@ def _flag(value: object, name: str) -> bool:
 class PrefixTuning(PeftLibraryMethod):
     name = "prefix"
     description = "prefix tuning: trained key/value prefixes in every attention layer (peft)"
+    option_names = ("num_virtual_tokens", "prefix_projection", "projection_hidden")
 
     def check_supported(self, model: nn.Module, family: str) -> None:
         super().check_supported(model, family)

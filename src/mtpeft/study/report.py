@@ -1,0 +1,373 @@
+"""``mtpeft report STUDY_DIR``: report.md, CSV files and PNGs from a study folder's cells.
+
+Every number comes from the cells' own files (metrics.json test metrics, ledger.json,
+history.json); cells not finished are listed, never filled in. Differences are in points
+(x100 of a metric in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from mtpeft.errors import MtpeftError
+from mtpeft.reporting import HEADLINE
+from mtpeft.study import findings as F
+from mtpeft.study import plots
+from mtpeft.study.affinity import Matrix, affinity_matrix, mean_matrix, points
+from mtpeft.study.costs import cell_costs, savings, setting_costs
+
+METRIC = dict(HEADLINE)  # test set -> headline metric
+
+
+@dataclass
+class CellResult:
+    path: str
+    backbone: str
+    method: str
+    regime: str
+    tasks: list[str]
+    weighting: str
+    test: dict[str, dict[str, float]]
+    ledger: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    group: str = ""  # method, or backbone/method when the study has several backbones
+
+
+def headline(set_name: str, values: dict[str, float]) -> tuple[str, float] | None:
+    metric = METRIC.get(set_name) or METRIC.get(set_name.split("/")[0]) or next(iter(values), None)
+    return (metric, values[metric]) if metric in values else None
+
+
+def is_study(folder: Path) -> bool:
+    return (Path(folder) / "study.json").exists()
+
+
+def _read(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except json.JSONDecodeError as exc:
+        raise MtpeftError(f"{path}: invalid JSON ({exc})") from None
+
+
+def load_results(root: Path) -> tuple[dict[str, Any], list[CellResult], list[dict[str, Any]]]:
+    summary = _read(root / "study.json")
+    if summary is None:
+        raise MtpeftError(f"{root}: not a study folder (no study.json; run 'mtpeft study CONFIG' first)")
+    many = len(summary.get("backbones", [])) > 1
+    results, missing = [], []
+    for cell in summary["cells"]:
+        folder = root / cell["path"]
+        metrics, ledger = _read(folder / "metrics.json"), _read(folder / "ledger.json")
+        if metrics is None or ledger is None:
+            status = _read(folder / "study_cell.json", {})
+            missing.append(cell | {"state": status.get("state", "pending"), "error": status.get("error")})
+            continue
+        results.append(CellResult(cell["path"], cell["backbone"], cell["method"], cell["regime"], list(cell["tasks"]),
+                                  cell["weighting"], metrics.get("test", {}), ledger, _read(folder / "history.json", []),
+                                  f"{cell['backbone']}/{cell['method']}" if many else cell["method"]))
+    return summary, results, missing
+
+
+@dataclass
+class Study:
+    summary: dict[str, Any]
+    cells: list[CellResult]
+    missing: list[dict[str, Any]]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.summary["tasks"])
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(c.group for c in self.cells))
+
+    def single(self, group: str) -> dict[str, float]:
+        """test set -> headline metric of the single-task cells (each set from its task's cell)."""
+        out = {}
+        for c in self.cells:
+            if c.group == group and c.regime == "single":
+                out |= {s: h[1] for s, v in c.test.items() if (h := headline(s, v))}
+        return out
+
+    def multi_cell(self, group: str, weighting: str | None = None) -> CellResult | None:
+        weighting = weighting or self.summary["weighting"]
+        return next((c for c in self.cells if c.group == group and c.regime == "multi" and c.weighting == weighting), None)
+
+    def multi(self, group: str, weighting: str | None = None) -> dict[str, float]:
+        cell = self.multi_cell(group, weighting)
+        return {s: h[1] for s, v in cell.test.items() if (h := headline(s, v))} if cell else {}
+
+    def sets(self) -> list[str]:
+        found = {s for c in self.cells for s in c.test}
+        ordered = [s for t in self.tasks for s in sorted(found) if s.split("/")[0] == t]
+        return ordered
+
+    def affinity(self, group: str) -> Matrix | None:
+        pairs = {frozenset(c.tasks): {t: h[1] for t in c.tasks if t in c.test and (h := headline(t, c.test[t]))}
+                 for c in self.cells if c.group == group and c.regime == "pairs"}
+        if not pairs:
+            return None
+        return affinity_matrix(self.tasks, self.single(group), pairs)
+
+
+def _fmt(value: Any) -> str:
+    """Metrics (below 1) with 4 decimals, seconds and megabytes with 1, large counts in 3 digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if abs(value) < 1:
+            return f"{value:.4f}"
+        return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def signed(value: float | None) -> str:
+    """A difference in points, for the markdown tables (the CSVs keep the numbers)."""
+    return "—" if value is None else f"{value:+.1f}"
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, headers: list[str], rows: list[list[Any]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(headers)
+        writer.writerows([["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] for row in rows])
+    return path
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return points(a, b)
+
+
+def single_vs_multi_rows(study: Study) -> list[list[Any]]:
+    rows = []
+    for g in study.groups:
+        single, multi = study.single(g), study.multi(g)
+        for s in study.sets():
+            if s in single or s in multi:
+                metric = METRIC.get(s) or METRIC.get(s.split("/")[0], "")
+                rows.append([g, s, metric, single.get(s), multi.get(s), _diff(multi.get(s), single.get(s))])
+    return rows
+
+
+def peft_vs_full_rows(study: Study) -> list[list[Any]]:
+    full = next((g for g in study.groups if g.split("/")[-1] == "full"), None)
+    if full is None:
+        return []
+    reference = study.multi(full)
+    rows = []
+    for g in study.groups:
+        if g == full:
+            continue
+        multi = study.multi(g)
+        for s in study.sets():
+            if s in multi and s in reference:
+                rows.append([g, s, multi[s], reference[s], _diff(multi[s], reference[s])])
+    return rows
+
+
+def weighting_rows(study: Study) -> tuple[list[str], list[list[Any]], dict[str, dict[str, dict[str, float]]]]:
+    sets = study.sets()
+    rows, by_group = [], {}
+    for g in study.groups:
+        cells = [c for c in study.cells if c.group == g and c.regime == "multi"]
+        if len(cells) < 2:
+            continue
+        by_group[g] = {}
+        for c in cells:
+            values = {s: h[1] for s, v in c.test.items() if (h := headline(s, v))}
+            by_group[g][c.weighting] = values
+            last = next((r for rec in reversed(c.history) for r in reversed(rec.get("weights", []))), {})
+            final = ", ".join(f"{t} {last[t]:.2f}" for t in c.tasks if t in last)
+            rows.append([g, c.weighting] + [values.get(s) for s in sets] + [mean(values.values()) if values else None, final])
+    return ["method", "weighting", *sets, "mean", "final weights"], rows, by_group
+
+
+def cost_tables(study: Study) -> dict[str, Any]:
+    """Per cell, per setting (single-task: its n single cells; multi-task: its one cell) and savings."""
+    cell_rows = []
+    for c in study.cells:
+        k = cell_costs(c.ledger)
+        cell_rows.append([c.path, c.group, c.regime, "+".join(c.tasks), c.weighting, int(k["trainable_params"]), int(k["storage_bytes"]),
+                          round(k["wall_seconds"], 1), int(k["train_tokens"]), k["train_flops"], k["peak_rss_mb"]])
+    settings: dict[tuple[str, str], dict[str, float]] = {}
+    for g in study.groups:
+        singles = [c.ledger for c in study.cells if c.group == g and c.regime == "single"]
+        if len(singles) == len(study.tasks):
+            settings[(g, "single-task")] = setting_costs(singles)
+        multi = study.multi_cell(g)
+        if multi:
+            settings[(g, "multi-task")] = setting_costs([multi.ledger])
+    setting_rows = [[g, kind, int(v["cells"]), int(v["trainable_params"]), int(v["storage_bytes"]), round(v["wall_seconds"], 1), v["train_flops"], v["peak_rss_mb"]]
+                    for (g, kind), v in settings.items()]
+    full = next((g for g in study.groups if g.split("/")[-1] == "full"), None)
+    saving_rows, vs_full, storage_ratio = [], {}, {}
+    for g in study.groups:
+        if g == full or (g, "multi-task") not in settings:
+            continue
+        mt = settings[(g, "multi-task")]
+        for label, key in ((f"{len(study.tasks)} single-task full FT", (full, "single-task")), (f"{len(study.tasks)} single-task {g}", (g, "single-task"))):
+            if key not in settings:
+                continue
+            s = savings(mt, settings[key])
+            if key[0] == full:
+                vs_full[g] = s
+            saving_rows.append([g, label] + [s[k]["ratio"] for k in ("wall_seconds", "train_flops", "trainable_params", "storage_bytes")]
+                               + [s[k]["less_percent"] for k in ("wall_seconds", "train_flops", "trainable_params", "storage_bytes")])
+        if (g, "single-task") in settings:
+            method_bytes = lambda ledgers: sum(l.get("adapter_bytes", 0) for l in ledgers)  # noqa: E731
+            singles = [c.ledger for c in study.cells if c.group == g and c.regime == "single"]
+            denominator = method_bytes(singles)
+            if denominator:
+                storage_ratio[g] = method_bytes([study.multi_cell(g).ledger]) / denominator
+    return {"cells": cell_rows, "settings": setting_rows, "savings": saving_rows, "vs_full": vs_full, "storage_ratio": storage_ratio}
+
+
+def rules_list() -> list[str]:
+    return [f"{k}. {rule}" for k, rule in enumerate(F.RULES, 1)]
+
+
+def check_findings(study: Study, costs: dict[str, Any], affinity_mean: Matrix) -> list[F.Finding]:
+    single = {g.split("/")[-1]: study.single(g) for g in study.groups if study.single(g)}
+    multi = {g.split("/")[-1]: study.multi(g) for g in study.groups if study.multi(g)}
+    vs_full = {g.split("/")[-1]: v for g, v in costs["vs_full"].items()}
+    return [
+        F.peft_matches_full(multi),
+        F.multi_close_to_single(single, multi),
+        F.serial_adapter_all_rounder(multi),
+        F.lora_best_for_search(multi),
+        F.search_clone_defect_affinity(affinity_mean),
+        F.compute_and_storage(vs_full, {g.split("/")[-1]: r for g, r in costs["storage_ratio"].items()}, len(study.tasks)),
+    ]
+
+
+def write_report(root: Path, output: Path | None = None) -> Path:
+    root = Path(root)
+    out = Path(output or root)
+    out.mkdir(parents=True, exist_ok=True)
+    summary, cells, missing = load_results(root)
+    if not cells:
+        raise MtpeftError(f"{root}: no finished cell yet (metrics.json + ledger.json); nothing to report")
+    study = Study(summary, cells, missing)
+    sets = study.sets()
+    md = [f"# Study report: {root.name}", "",
+          f"Tasks: {', '.join(study.tasks)}. Methods: {', '.join(summary['methods'])}. Backbones: {', '.join(summary['backbones'])}. "
+          f"Default loss weighting: `{summary['weighting']}`. Base config: `{summary.get('base', '')}`.",
+          f"Budget (every cell): `{json.dumps(summary.get('budget', {}))}`. "
+          f"Cells finished: {len(cells)} of {len(summary['cells'])}.", "",
+          "All metrics are on the test sets (headline metric per set: " + ", ".join(f"{s} {m}" for s, m in HEADLINE) + "); "
+          "differences are in points (×100). CSV files beside this report hold every table.", ""]
+    intro_end = len(md)  # the findings go here, once every table is computed
+
+    # single vs multi
+    headers = ["method", "test set", "metric", "single-task", "multi-task", "Δ points"]
+    rows = single_vs_multi_rows(study)
+    write_csv(out / "single_vs_multi.csv", headers, rows)
+    md += ["## Single-task vs multi-task, per method", "", md_table(headers, [r[:-1] + [signed(r[-1])] for r in rows]), ""]
+    deltas = {}
+    for g, s, _, a, b, d in rows:
+        if d is not None:
+            deltas.setdefault(g, {})[s] = d
+    if deltas:
+        plots.grouped_bars(deltas, out / "multi_minus_single.png", "Multi-task minus single-task, per method",
+                           "test metric difference (points)")
+        md += ["![multi minus single](multi_minus_single.png)", ""]
+
+    rows = peft_vs_full_rows(study)
+    if rows:
+        headers = ["method", "test set", "multi-task PEFT", "multi-task full FT", "Δ points"]
+        write_csv(out / "peft_vs_full.csv", headers, rows)
+        md += ["## Multi-task PEFT vs multi-task full fine-tuning", "", md_table(headers, [r[:-1] + [signed(r[-1])] for r in rows]), ""]
+
+    # affinity
+    matrices = {}
+    for g in study.groups:
+        matrix = study.affinity(g)
+        if matrix is None:
+            continue
+        matrices[g] = matrix
+        name = g.replace("/", "--")
+        write_csv(out / f"affinity_{name}.csv", ["task measured \\ trained with", *study.tasks],
+                  [[i] + [matrix[i][j] for j in study.tasks] for i in study.tasks])
+        plots.affinity_heatmap(matrix, out / f"affinity_{name}.png", f"Task affinity ({g})", "headline test metric")
+    affinity_mean = mean_matrix(list(matrices.values()))
+    if matrices:
+        md += ["## Task affinity", "",
+               "Change of the row task's test metric when trained with the column task, relative to training it alone "
+               "(points; positive: the partner helps). Mean over the methods with pairs first.", ""]
+        tables = ({"mean over " + ", ".join(matrices): affinity_mean} if len(matrices) > 1 else {}) | matrices
+        for label, matrix in tables.items():
+            md += [f"### {label}", "", md_table(["measured \\ with", *study.tasks], [[i] + [signed(matrix[i][j]) for j in study.tasks] for i in study.tasks]), ""]
+            if label in matrices:
+                md += [f"![affinity {label}](affinity_{label.replace('/', '--')}.png)", ""]
+        if len(matrices) > 1:
+            write_csv(out / "affinity_mean.csv", ["task measured \\ trained with", *study.tasks],
+                      [[i] + [affinity_mean[i][j] for j in study.tasks] for i in study.tasks])
+            plots.affinity_heatmap(affinity_mean, out / "affinity_mean.png", "Task affinity (mean over methods)", "headline test metric")
+            md += ["![affinity mean](affinity_mean.png)", ""]
+
+    # loss weightings
+    headers, rows, by_group = weighting_rows(study)
+    if rows:
+        write_csv(out / "weightings.csv", headers, rows)
+        md += ["## Loss weightings (multi-task cell)", "", md_table(headers, rows), ""]
+        for g, values in by_group.items():
+            name = g.replace("/", "--")
+            plots.grouped_bars(values, out / f"weightings_{name}.png", f"Loss weightings on the multi-task {g} cell",
+                               "test metric (headline)", zero_line=False)
+            histories = {c.weighting: [r for rec in c.history for r in rec.get("weights", [])]
+                         for c in study.cells if c.group == g and c.regime == "multi"}
+            plots.weight_trajectories(histories, out / f"weight_trajectories_{name}.png", f"Loss weights per step ({g}, multi-task)")
+            md += [f"![weightings {g}](weightings_{name}.png)", "", f"![weight trajectories {g}](weight_trajectories_{name}.png)", ""]
+
+    # costs
+    costs = cost_tables(study)
+    cell_headers = ["cell", "method", "regime", "tasks", "weighting", "trainable params", "storage bytes", "wall s", "train tokens", "train FLOPs (est.)", "peak RSS MB"]
+    write_csv(out / "costs_cells.csv", cell_headers, costs["cells"])
+    setting_headers = ["method", "setting", "runs", "effective trainable params", "storage bytes", "wall s", "train FLOPs (est.)", "peak RSS MB"]
+    write_csv(out / "costs_settings.csv", setting_headers, costs["settings"])
+    md += ["## Cost ledger", "",
+           "A single-task setting needs one run (module + head) per task: its effective parameters, storage, time and FLOPs "
+           "are the sums over its runs; peak RSS is the largest run's. Storage: the method's saved files + heads, on top of the "
+           "shared frozen backbone (full fine-tuning saves the whole backbone). Training FLOPs are estimated as "
+           "tokens × (4·N + 2·N_trainable) (N: backbone parameters, N_trainable: the method's; forward 2N, backward 2N for "
+           "activation gradients + 2·N_trainable for weight gradients; 6N when everything trains; heads and evaluation left out). "
+           "Per cell: `costs_cells.csv`.", ""]
+    if costs["settings"]:
+        md += [md_table(setting_headers, [r[:6] + [f"{r[6]:.3g}", r[7]] for r in costs["settings"]]), ""]
+    if costs["savings"]:
+        saving_headers = ["multi-task run", "against", "wall ratio", "FLOPs ratio", "params ratio", "storage ratio",
+                          "wall % less", "FLOPs % less", "params % less", "storage % less"]
+        write_csv(out / "savings.csv", saving_headers, costs["savings"])
+        shown = [r[:2] + [_fmt(v) if v is None else f"{v:.3f}" for v in r[2:6]] + [_fmt(v) if v is None else f"{v:.0f}%" for v in r[6:]] for r in costs["savings"]]
+        md += ["### Savings of one multi-task run (ratio = multi-task / the single-task setting)", "", md_table(saving_headers, shown), ""]
+        bars = {f"{r[0]} vs {r[1]}": {"wall time": r[6], "training FLOPs": r[7], "trainable params": r[8], "storage": r[9]} for r in costs["savings"]}
+        plots.grouped_bars(bars, out / "savings.png", "Savings of one multi-task run", "% less than the single-task setting", xlabel="cost")
+        md += ["![savings](savings.png)", ""]
+
+    found = check_findings(study, costs, affinity_mean)
+    headers = ["the paper's finding", "our numbers", "verdict"]
+    write_csv(out / "findings.csv", headers, [[f.claim, f.numbers, f.verdict] for f in found])
+    md[intro_end:intro_end] = ["## The paper's findings, checked", "", md_table(headers, [[f.claim, f.numbers, f.verdict] for f in found]), "",
+                 "Rules (points = ×100):", "", *rules_list(), ""]
+
+    if missing:
+        md += ["## Cells not finished", "", md_table(["cell", "state", "error"], [[m["path"], m["state"], m.get("error") or ""] for m in missing]), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,204 @@
+"""Issue 9, reliability: run folders, hangs, damaged checkpoints, typed config, seeds, durability."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mtpeft.cli import main
+from tests.conftest import tiny_config, write_jsonl
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def write_config(tmp_path: Path, task_files: dict, name: str = "run.yaml", **kw) -> Path:
+    path = tmp_path / name
+    data = tiny_config(task_files, tmp_path / "run", **kw)
+    data["training"] |= {"epochs": 1, "steps_per_epoch": 2}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("mtpeft: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One trained tiny run (two tasks) shared by the run-folder tests; copied before damaging."""
+    from tests.conftest import tiny_task_files
+
+    root = tmp_path_factory.mktemp("trained")
+    files = tiny_task_files(root / "data")
+    files = {k: files[k] for k in ("clone", "defect")}
+    config = root / "run.yaml"
+    data = tiny_config(files, root / "run", bf16=False)
+    data["training"] |= {"epochs": 1, "steps_per_epoch": 2}
+    config.write_text(yaml.safe_dump(data))
+    assert main(["train", "--config", str(config)]) == 0
+    return root / "run", config
+
+
+def copy_run(trained_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run[0], run)
+    return run
+
+
+# ---- item 1: a second run into the same folder ----------------------------------------------------
+def test_a_non_empty_output_folder_is_refused_without_overwrite(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path)
+    before = (run / "checkpoint" / "heads.safetensors").read_bytes()
+    config = trained_run[1]
+    assert main(["train", "--config", str(config), "--output", str(run), "--pooling", "cls"]) == 2
+    line = one_line_error(capsys)
+    assert "not empty" in line and "--overwrite" in line
+    assert (run / "checkpoint" / "heads.safetensors").read_bytes() == before
+    assert yaml.safe_load((run / "config.yaml").read_text())["backbone"]["pooling"] == "mean"
+    # --overwrite replaces the run (and nothing of the old one is left beside the new)
+    (run / "metrics.json").unlink()
+    assert main(["train", "--config", str(config), "--output", str(run), "--pooling", "cls", "--overwrite"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["backbone"]["pooling"] == "cls"
+    assert (run / "metrics.json").exists()
+
+
+def test_evaluate_reads_the_config_saved_inside_the_checkpoint(trained_run, tmp_path, capsys):
+    """A config.yaml changed (or replaced by a failed rerun) beside the weights does not change them."""
+    run = copy_run(trained_run, tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["backbone"]["pooling"] = "cls"
+    config["tasks"].pop("defect")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["evaluate", str(run), "-o", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text()) == metrics
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["config"]["backbone"]["pooling"] == "mean"
+
+
+def test_a_failed_run_leaves_an_empty_folder_reusable(tmp_path, task_files, capsys):
+    config = write_config(tmp_path, task_files)
+    Path(task_files["flaky"]["train"]).unlink()
+    assert main(["train", "--config", str(config)]) == 2
+    assert "file not found" in one_line_error(capsys)
+    assert not any((tmp_path / "run").iterdir())
+
+
+# ---- item 2: hangs ------------------------------------------------------------------------------
+class Hang(Exception):
+    pass
+
+
+@pytest.fixture()
+def alarm():
+    """Turns a hang into a test failure after a few seconds."""
+    def ring(*_):
+        raise Hang("timed out")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_zero_training_examples_is_an_error_not_a_hang(tmp_path, task_files, capsys, alarm):
+    config = write_config(tmp_path, task_files)
+    assert main(["train", "--config", str(config), "--max-train-per-task", "0"]) == 2
+    assert "max_train_per_task" in one_line_error(capsys)
+
+
+def test_a_single_search_pair_is_an_error_not_a_hang(tmp_path, task_files, capsys, alarm):
+    single = write_jsonl(tmp_path / "one.jsonl", [{"idx": 1, "query": "add one", "code": "def f(x): return x + 1"}])
+    files = {"search": task_files["search"] | {"train": str(single)}}
+    config = write_config(tmp_path, files)
+    assert main(["train", "--config", str(config)]) == 2
+    assert "no training examples left" in one_line_error(capsys)
+
+
+def test_bucketed_batches_refuse_an_empty_set():
+    from mtpeft.errors import MtpeftError
+    from mtpeft.training.batching import BucketedBatches
+
+    with pytest.raises(MtpeftError, match="0 training examples"):
+        BucketedBatches([], 4, len, 0)
+
+
+# ---- item 3: damaged checkpoints ---------------------------------------------------------------------
+def truncate_heads(run: Path) -> None:
+    heads = run / "checkpoint" / "heads.safetensors"
+    heads.write_bytes(heads.read_bytes()[:100])
+
+
+def remove_adapter(run: Path) -> None:
+    shutil.rmtree(run / "checkpoint" / "adapter")
+
+
+def heads_of_other_shapes(run: Path) -> None:
+    state_file = run / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["config"]["tasks"]["clone"]["options"]["pair_encoding"] = "joint"  # another head shape
+    state_file.write_text(json.dumps(state))
+
+
+def heads_of_other_tasks(run: Path) -> None:
+    state_file = run / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["config"]["tasks"]["flaky"] = state["config"]["tasks"]["defect"]
+    state_file.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("damage", [truncate_heads, remove_adapter, heads_of_other_shapes, heads_of_other_tasks])
+def test_a_damaged_checkpoint_is_one_line_naming_the_run(trained_run, tmp_path, capsys, damage):
+    run = copy_run(trained_run, tmp_path)
+    damage(run)
+    assert main(["evaluate", str(run)]) == 2
+    line = one_line_error(capsys)
+    assert str(run) in line and "checkpoint" in line
+
+
+# ---- item 4: typed, range-checked config ------------------------------------------------------------
+def test_a_float_written_without_a_dot_is_read_as_a_number():
+    from mtpeft.config import resolve_config
+
+    assert resolve_config({}, [("training.lr", "1e-4")]).training.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "training.epochs=two"], "training.epochs must be an integer, got 'two'"),
+        (["--set", "training.batch_size=0"], "training.batch_size must be in [1, inf), got 0"),
+        (["--max-valid-per-task", "0"], "training.max_valid_per_task must be in [1, inf), got 0"),
+        (["--set", "tasks.defect.options.threshold=auto"], "option threshold must be a probability in [0, 1] or 'tune'"),
+        (["--set", "method.rank=4"], "method 'lora': unknown option(s) rank; valid options: r, alpha, dropout, target"),
+        (["--set", "tasks.clone.options.functionz=x"], "task 'clone': unknown option(s) functionz; valid options: "),
+        (["--set", "method.r=many"], "method 'lora': option 'r' must be an integer, got 'many'"),
+        (["--set", "training.warmup=2"], "training.warmup must be in [0, 1], got 2"),
+        (["--set", "backbone.max_len=long"], "backbone.max_len must be an integer"),
+    ],
+)
+def test_bad_config_values_are_one_line_errors(tmp_path, task_files, capsys, args, message):
+    config = write_config(tmp_path, task_files)
+    assert main(["train", "--config", str(config), *args]) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_a_null_method_means_the_default_method(tmp_path, task_files):
+    from mtpeft.config import resolve_config
+
+    data = tiny_config(task_files, tmp_path / "run") | {"method": None}
+    assert resolve_config(data).method.name == "lora"
+    assert resolve_config(data, [("method.r", 4)]).method.options == {"r": 4}
+    assert resolve_config(data | {"method": "ia3"}).method.name == "ia3"
