@@ -26,7 +26,8 @@ def test_train_evaluate_predict(tmp_path, task_files, capsys, backbone):
     assert "test   search/cosqa" in out and "trainable" in out
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"valid", "test"}
+    assert set(metrics) == {"valid", "test", "decisions"}
+    assert metrics["decisions"]["flaky"]["threshold_tuned_on"] == "valid"
     assert set(metrics["test"]) == {"defect", "clone", "search", "search/cosqa", "flaky"}
     assert set(metrics["test"]["defect"]) >= {"accuracy"} and set(metrics["test"]["clone"]) == {"f1", "precision", "recall"}
     assert set(metrics["test"]["search"]) == {"mrr"} and 0 < metrics["test"]["search"]["mrr"] <= 1

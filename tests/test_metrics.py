@@ -26,12 +26,12 @@ def test_mrr_by_hand_with_ties():
     scores = np.array([
         [0.9, 0.1, 0.5],  # answer 0 ranked 1st -> 1
         [0.9, 0.1, 0.5],  # answer 2 ranked 2nd -> 1/2
-        [0.3, 0.3, 0.1],  # answer 1 tied with 0: ties do not push it down -> 1
+        [0.3, 0.3, 0.1],  # answer 1 tied with 0: a tie counts against the answer (pessimistic) -> 1/2
         [0.1, 0.2, 0.3],  # answer 0 ranked 3rd -> 1/3
     ])
     answers = [0, 2, 1, 0]
-    assert reciprocal_ranks(scores, answers).tolist() == pytest.approx([1, 0.5, 1, 1 / 3])
-    assert mrr(scores, answers)["mrr"] == pytest.approx((1 + 0.5 + 1 + 1 / 3) / 4)
+    assert reciprocal_ranks(scores, answers).tolist() == pytest.approx([1, 0.5, 0.5, 1 / 3])
+    assert mrr(scores, answers)["mrr"] == pytest.approx((1 + 0.5 + 0.5 + 1 / 3) / 4)
 
 
 def test_best_threshold_f1_and_accuracy():

@@ -113,7 +113,7 @@ def test_rerank_mrr_hand_computed():
 def test_rerank_ties_share_a_score():
     final = rerank_scores(np.array([1.0, 1.0, 0.0]), [0, 1], [1, 1])
     assert final[0] == final[1] > final[2]
-    assert mrr(final[None, :], [1])["mrr"] == 1.0  # ties never push the answer down
+    assert mrr(final[None, :], [1])["mrr"] == 0.5  # a tie counts against the answer (pessimistic rank)
 
 
 # ---- templates and cache --------------------------------------------------------------------------

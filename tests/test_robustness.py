@@ -202,3 +202,102 @@ def test_a_null_method_means_the_default_method(tmp_path, task_files):
     assert resolve_config(data).method.name == "lora"
     assert resolve_config(data, [("method.r", 4)]).method.options == {"r": 4}
     assert resolve_config(data | {"method": "ia3"}).method.name == "ia3"
+
+
+# ---- item 8: MRR ties ----------------------------------------------------------------------------
+def test_a_collapsed_embedding_scores_the_worst_mrr_not_the_best():
+    import numpy as np
+
+    from mtpeft.evaluation.metrics import mrr
+
+    assert mrr(np.zeros((5, 100)), [0, 1, 2, 3, 4])["mrr"] == pytest.approx(0.01)
+
+
+# ---- item 9: capped search sets rank against every code --------------------------------------------
+def test_a_capped_pair_search_set_keeps_its_whole_corpus(tmp_path, task_files):
+    from mtpeft.config import resolve_config
+    from mtpeft.evaluation.trivial import trivial_metrics
+    from mtpeft.recipes import build_tasks, load_data
+
+    config = resolve_config(tiny_config({"search": task_files["search"]}, tmp_path / "run", max_eval_per_task=3))
+    data, _ = load_data(config, build_tasks(config), with_train=False)
+    test = {s.name: s for s in data["search"].test}["search"].data
+    assert len(test.queries) == 3 and len(test.corpus) == 10
+    assert [test.corpus_ids[a] for a in test.answers] == test.query_ids  # each query still finds its code
+    assert trivial_metrics(data["search"].test[0])["mrr"] < 0.3  # random ranking among 10, not among 3
+
+
+# ---- item 10: threshold tuning ---------------------------------------------------------------------
+def test_accuracy_tuning_can_choose_all_negative():
+    import numpy as np
+
+    from mtpeft.evaluation.metrics import accuracy, best_threshold
+
+    labels, probs = [0, 0, 0, 1], np.array([0.9, 0.8, 0.7, 0.1])
+    threshold = best_threshold(labels, probs, "accuracy")
+    assert threshold > 0.9
+    assert accuracy(labels, (probs >= threshold).astype(int))["accuracy"] == 0.75
+
+
+def test_a_validation_cap_keeps_every_positive_and_a_test_cap_keeps_the_shares():
+    from mtpeft.tasks import EvalSet, build_task
+    from mtpeft.tasks.binary import Example
+
+    examples = [Example(str(i), f"t{i}", int(i % 27 == 0)) for i in range(1000)]  # 38 positives
+    flaky = build_task("flaky")
+    valid = flaky.cap(EvalSet("flaky", examples), 300, 0, "valid")
+    assert len(valid.data) == 300 and sum(e.label for e in valid.data) == 38
+    assert valid.class_weights[0] == pytest.approx(962 / 262)
+    test = flaky.cap(EvalSet("flaky", examples), 300, 0, "test")
+    assert len(test.data) == 300 and sum(e.label for e in test.data) == round(300 * 38 / 1000)
+    assert flaky.cap(EvalSet("flaky", examples), 300, 1, "test").data != test.data  # still a seeded sample
+
+
+def test_tuning_on_an_enriched_validation_set_weighs_the_negatives_back():
+    """With the negatives weighed back to their real share, the F1-best threshold is the one of
+    the full set, not of the positive-rich capped one."""
+    import numpy as np
+
+    from mtpeft.evaluation.metrics import best_threshold
+
+    labels = [1, 1, 0, 0, 0]
+    probs = np.array([0.9, 0.6, 0.7, 0.2, 0.1])
+    assert best_threshold(labels, probs, "f1") == pytest.approx(0.6)  # 2 TP, 1 FP: F1 0.8
+    weights = [1, 1, 10, 10, 10]  # each kept negative stands for ten
+    assert best_threshold(labels, probs, "f1", weights) == pytest.approx(0.9)
+
+
+# ---- item 11: precision and clipping ---------------------------------------------------------------
+def test_heads_and_infonce_run_in_fp32_under_bf16_autocast():
+    from mtpeft.tasks import build_task
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 64), torch.randn(8, 64)
+    for task in (build_task("defect"), build_task("clone"), build_task("search")):
+        head = task.make_head(64).eval()
+        inputs = (x, y) if task.name == "clone" else (x,)
+        plain = head(*inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = head(*inputs)
+        assert mixed.dtype == torch.float32 and torch.equal(mixed, plain), task.name
+    search = build_task("search")
+    q, c = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
+    plain = search.info_nce(q, c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(search.info_nce(q, c), plain)
+
+
+def test_gradient_clipping_includes_the_loss_weights(tmp_path, task_files, monkeypatch):
+    from mtpeft.config import resolve_config
+    from mtpeft.recipes import train
+    from mtpeft.training import loop
+
+    made, clipped = [], []
+    real_build, real_clip = loop.build_weighting, torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(loop, "build_weighting", lambda *a, **k: made.append(real_build(*a, **k)) or made[-1])
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, *a, **k: clipped.append(list(params)) or real_clip(params, *a, **k))
+    files = {k: task_files[k] for k in ("defect", "flaky")}
+    config = resolve_config(tiny_config(files, tmp_path / "run", epochs=1, steps_per_epoch=1, weighting="learned_softmax"))
+    train(config)
+    (weights,) = list(made[0].parameters())
+    assert clipped and any(p is weights for p in clipped[0])

@@ -145,6 +145,14 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     # single: 1 task x 2 epochs x 24 (20 rounded up to 3 batches of 8) = 48 examples; eval 1 x 2 x 10
     assert estimate_cell(study, single, rate) == pytest.approx(48 * 0.25 + 20 * 0.1 + 4)
     assert estimate_cell(study, multi, rate) == pytest.approx(3 * 48 * 0.25 + 60 * 0.1 + 4)
+    # a newer ledger: only the test sets are evaluated after training ("evaluate_test")
+    newer = json.loads((run / "ledger.json").read_text())
+    newer["wall_seconds"] = {"train_and_validate": 100, "evaluate_test": 30}
+    (run / "ledger.json").write_text(json.dumps(newer))
+    _, _, test_only = rate_from_run(run)
+    assert (test_only.s_eval, test_only.eval_splits, test_only.fixed) == (30 / 200, 1, 0)
+    assert estimate_cell(study, single, test_only) == pytest.approx(48 * 0.25 + 10 * 0.15)
+    (run / "ledger.json").write_text(json.dumps(newer | {"wall_seconds": {"load_data": 1, "load_model": 2, "train_and_validate": 100, "reload": 1, "evaluate": 30}}))
     table, total = dry_run(study, [run])
     assert "lora/pairs/flaky+search" in table and "earlier" in table
     assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32)  # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4)

@@ -37,8 +37,9 @@ def test_costs_by_hand():
     assert training_flops(10, 100, 100) == 6 * 100 * 10  # full fine-tuning: 6N per token
     ledger = {"parameters": {"backbone_total": 1010, "method_trainable": 10, "heads": 5, "trainable": 15},
               "adapter_bytes": 40, "heads_bytes": 20, "train_tokens": 1000, "peak_rss_mb": 300.0,
-              "wall_seconds": {"load_data": 1.0, "train_and_validate": 8.0, "evaluate": 1.0}}
+              "wall_seconds": {"load_data": 1.0, "train_and_validate": 8.0, "validate": 3.0, "evaluate_test": 1.0}}
     c = cell_costs(ledger)
+    # wall: top-level phases only ("validate" is timed inside train_and_validate)
     assert (c["trainable_params"], c["storage_bytes"], c["wall_seconds"], c["train_flops"]) == (15, 60, 10.0, 4_060_000)
     big = ledger | {"peak_rss_mb": 500.0}
     s = setting_costs([ledger, ledger, big])

@@ -176,7 +176,8 @@ def _quadratic_run_into(w) -> None:
     w.end_epoch({"x": 2.0, "y": 1.0})
 
 
-@pytest.mark.parametrize("name, options", [("gradnorm", {"lr": 0.1}), ("learned_softmax", {"lr": 0.05, "reg": 0.1})])
+@pytest.mark.parametrize("name, options", [("gradnorm", {"lr": 0.1}), ("learned_softmax", {"lr": 0.05, "reg": 0.1}),
+                                           ("famo", {"lr": 0.1}), ("loss_normalized", {})])
 def test_training_logs_the_weights_of_every_step_and_plots_them(tmp_path, task_files, name, options):
     """Through the real loop: hooks called, weights per step in history.json + TensorBoard,
     a PNG, and the checkpoint (weighting buffers included) reloads strictly."""
@@ -207,3 +208,14 @@ def test_choosing_another_weighting_drops_the_file_s_weighting_options():
     assert resolve_config(data).training.weighting_options == {"reg": 0.1}
     config = resolve_config(data, [("training.weighting", "gradnorm"), ("training.weighting_options.alpha", 0.5)])
     assert config.training.weighting_options == {"alpha": 0.5}
+
+
+def test_a_bad_weighting_option_stops_train_before_loading_anything(tmp_path, task_files, monkeypatch):
+    from conftest import tiny_config
+    from mtpeft import recipes
+    from mtpeft.config import resolve_config
+
+    monkeypatch.setattr(recipes, "load_data", lambda *a, **k: pytest.fail("data loaded before the options were checked"))
+    config = resolve_config(tiny_config(task_files, tmp_path / "run", weighting="famo", weighting_options={"lr": 0.1, "beta": 2}))
+    with pytest.raises(MtpeftError, match=r"unknown option\(s\) beta for loss weighting 'famo'"):
+        recipes.train(config)

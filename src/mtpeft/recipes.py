@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 
 from mtpeft.config import RunConfig, from_dict, load_yaml, save_config
 from mtpeft.data.jsonl import SkipCounter
-from mtpeft.data.loading import describe, load_task_data
+from mtpeft.tasks.loading import describe, load_task_data
 from mtpeft.errors import MtpeftError
 from mtpeft.fileio import atomic_write_text
 from mtpeft.evaluation.evaluate import evaluate_sets
@@ -101,8 +101,8 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
 
 # what ``train`` writes into a run directory: --overwrite removes only these
 RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "data_report.json", "history.json",
-               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "tb",
-               "last", ".last.old")
+               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png",
+               "tb", "last", ".last.old")
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
@@ -127,10 +127,18 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
 
 def test_and_valid_metrics(config: RunConfig, tasks: dict[str, Task], model: MultiTaskModel, data: dict[str, TaskData]) -> dict[str, Any]:
     ctx = eval_context(config, model.backbone.tokenizer)
-    return {
+    metrics: dict[str, Any] = {
         "valid": evaluate_sets(model, tasks, {n: d.valid for n, d in data.items()}, ctx),
         "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx),
     }
+    return with_decisions(metrics, tasks)
+
+
+def with_decisions(metrics: dict[str, Any], tasks: dict[str, Task]) -> dict[str, Any]:
+    """Metrics plus how each task's decision threshold was set: a threshold tuned on the validation
+    set flatters that set's own scores, so the metrics say so beside them."""
+    decisions = {name: note for name, task in tasks.items() if (note := task.decision_note())}
+    return metrics | ({"decisions": decisions} if decisions else {})
 
 
 def train(config: RunConfig, command: str = "", overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
@@ -144,9 +152,11 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ledger = Ledger()
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
+    # a wrong weighting or option stops now, not after the data and the model have loaded
+    build_weighting(config.training.weighting, list(tasks), config.training.weighting_options)
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
-    sizes = {name: describe(d) for name, d in data.items()}
+    sizes = {name: describe(tasks[name], d) for name, d in data.items()}
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
     # written once data and model have loaded: a run that fails early leaves the folder as it was
@@ -184,8 +194,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         # (the checkpoint holds that model and the thresholds tuned then, so `mtpeft evaluate`
         # reproduces them); only the test sets are new
         ctx = eval_context(config_loaded, model.backbone.tokenizer)
-        metrics = {"valid": result.best_valid,
-                   "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)}
+        metrics = with_decisions({"valid": result.best_valid,
+                                  "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)}, tasks)
     write_json(run_dir / "metrics.json", metrics)
     # what the test metrics must beat: majority class, all-positive, random ranking (same sets)
     trivial = trivial_baselines({n: d.test for n, d in data.items()})

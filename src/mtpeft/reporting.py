@@ -7,7 +7,7 @@ from typing import Any
 
 def format_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
     """One row per split and set; ``trivial`` rows (majority / all-positive / random ranking) if given."""
-    sets = sorted({name for split in metrics.values() for name in split})
+    sets = sorted({name for split in ("valid", "test", "trivial") for name in metrics.get(split, {})})
     names = ["accuracy", "f1", "precision", "recall", "mrr"]
     header = f"{'split':<6} {'set':<16} " + " ".join(f"{n:>9}" for n in names)
     lines = [header, "-" * len(header)]

@@ -173,7 +173,7 @@ def rerank_scores(lexical: np.ndarray, top: Sequence[int], llm: Sequence[float])
     The ``top`` candidates (corpus indices) are ordered by the LLM's score (1 yes / 0 no, or
     P(yes)), ties by their lexical score, and placed above every other candidate; those keep
     their lexical scores and order. Candidates equal on both keys share a score (the metric then
-    does not push the answer below its ties, as for the fine-tuned models).
+    ranks the answer below its ties, pessimistically, as for the fine-tuned models).
     """
     final = np.asarray(lexical, dtype=np.float64).copy()
     if len(top) == 0:
@@ -419,7 +419,7 @@ def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, 
     summary.json and the answers (``cache``, default OUTPUT/answers.jsonl) to ``output``;
     return the metrics."""
     from mtpeft.data import SkipCounter
-    from mtpeft.data.loading import load_task_data
+    from mtpeft.tasks.loading import load_task_data
     from mtpeft.runs import write_json
     from mtpeft.tasks import build_task
 

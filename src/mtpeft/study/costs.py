@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 COST_KEYS = ("trainable_params", "storage_bytes", "wall_seconds", "train_flops", "peak_rss_mb")
+# the ledger's top-level phases; "validate" and "save_last" are timed inside train_and_validate
+TOP_PHASES = ("load_data", "load_model", "train_and_validate", "reload", "evaluate", "evaluate_test")
 
 
 def training_flops(tokens: float, backbone_params: float, trainable_backbone_params: float) -> float:
@@ -33,7 +35,7 @@ def cell_costs(ledger: dict[str, Any]) -> dict[str, float]:
         "trainable_params": params.get("trainable", method + params.get("heads", 0)),
         "method_params": method,
         "storage_bytes": ledger.get("adapter_bytes", 0) + ledger.get("heads_bytes", 0),
-        "wall_seconds": float(sum(ledger.get("wall_seconds", {}).values())),
+        "wall_seconds": float(sum(v for k, v in ledger.get("wall_seconds", {}).items() if k in TOP_PHASES)),
         "train_seconds": float(ledger.get("wall_seconds", {}).get("train_and_validate", 0.0)),
         "train_tokens": ledger.get("train_tokens", 0),
         "train_flops": training_flops(ledger.get("train_tokens", 0), backbone, method),

@@ -8,8 +8,10 @@ A rough, stated model (not a promise): for a cell of n tasks,
   whole batches): round-robin shows every task the same number of examples;
 - s_train = train_and_validate seconds / training examples of the reference run (so its
   per-epoch validation is folded in);
-- eval_examples = n * 2 * max_eval_per_task (a valid and a test set per task, at the cap);
-  s_eval = evaluate seconds / examples it evaluated (data_report.json);
+- eval_examples = n * max_eval_per_task * k, k the sets evaluated after training per task (2,
+  valid and test, in older ledgers' ``evaluate`` phase; 1, test only, in ``evaluate_test``: the
+  valid numbers now come from training); s_eval = that phase's seconds / the examples it
+  evaluated (data_report.json);
 - fixed = load_data + load_model + reload seconds of the reference run.
 
 Reference runs are matched on (backbone, method); failing that, any method of the same backbone
@@ -39,6 +41,7 @@ class Rate:
     fixed: float  # seconds of loading and reloading
     source: str  # the run it came from
     exact: bool = True  # same backbone and method
+    eval_splits: int = 2  # sets per task evaluated after training: valid + test, or test only
 
 
 def _eval_examples(sizes: dict[str, Any], splits: tuple[str, ...] = ("valid", "test")) -> int:
@@ -68,6 +71,7 @@ def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
         s_eval=wall.get(after, 0.0) / evaluated if evaluated else 0.0,
         fixed=sum(wall.get(k, 0.0) for k in ("load_data", "load_model", "reload")),
         source=str(run_dir),
+        eval_splits=1 if after == "evaluate_test" else 2,
     )
     return str(config["backbone"]["name"]), str(config["method"]["name"]), rate
 
@@ -115,7 +119,7 @@ def find_rate(rates: dict[tuple[str, str], Rate], backbone: str, method: str) ->
     same_backbone = [r for (b, _), r in rates.items() if b == backbone]
     if same_backbone:
         r = same_backbone[-1]
-        return Rate(r.s_train, r.s_eval, r.fixed, r.source, exact=False)
+        return Rate(r.s_train, r.s_eval, r.fixed, r.source, exact=False, eval_splits=r.eval_splits)
     return None
 
 
@@ -124,7 +128,7 @@ def estimate_cell(study: StudyConfig, cell: Cell, rate: Rate | None) -> float | 
     if rate is None or examples is None:
         return None
     cap = study.budget.get("max_eval_per_task") or 0
-    return examples * rate.s_train + len(cell.tasks) * 2 * cap * rate.s_eval + rate.fixed
+    return examples * rate.s_train + len(cell.tasks) * rate.eval_splits * cap * rate.s_eval + rate.fixed
 
 
 def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None, missing: set[tuple[str, str]] | None = None) -> dict[tuple[str, str], Rate]:

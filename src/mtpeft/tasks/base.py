@@ -6,11 +6,12 @@ states) and its own head ``model.heads[task.name]``.
 
 from __future__ import annotations
 
+import functools
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -46,6 +47,9 @@ class EvalSet:
 
     name: str
     data: Any
+    # label -> weight that undoes a cap's change of the class balance (None: as read); a validation
+    # cap that keeps every positive weighs its negatives up when a threshold is tuned on it
+    class_weights: dict[int, float] | None = None
 
 
 @dataclass
@@ -62,6 +66,43 @@ def subsample(items: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
         return items
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]
+
+
+def stratified_subsample(items: Sequence[Any], limit: int | None, seed: int, label: Callable[[Any], Any],
+                         keep_whole: Any = None) -> list[Any]:
+    """A seeded subset (order kept) in which each class keeps its share (largest remainder), so a
+    rare class is not left to chance; the class ``keep_whole`` is kept entirely (up to ``limit``)."""
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    groups: dict[Any, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(label(item), []).append(i)
+    quota = {keep_whole: min(len(groups[keep_whole]), limit)} if keep_whole in groups else {}
+    rest = limit - sum(quota.values())
+    others = {k: len(v) for k, v in groups.items() if k not in quota}
+    total = sum(others.values())
+    shares = {k: rest * n / total for k, n in others.items()} if total else {}
+    counts = {k: int(share) for k, share in shares.items()}
+    by_remainder = sorted(shares, key=lambda k: (counts[k] - shares[k], str(k)))
+    for k in by_remainder[: rest - sum(counts.values())]:
+        counts[k] += 1
+    quota |= counts
+    rng = random.Random(seed)
+    keep = sorted(i for k in sorted(groups, key=str) for i in rng.sample(groups[k], quota.get(k, 0)))
+    return [items[i] for i in keep]
+
+
+def fp32(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a head (or a similarity) in float32 even under bf16 autocast: the heads are small and
+    their logits and cosine similarities are what the losses and thresholds read, where bf16's
+    8-bit mantissa would round them (a 0.004 step near 1.0)."""
+    @functools.wraps(forward)
+    def wrapper(self: Any, *tensors: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return forward(self, *(t.float() for t in tensors))
+
+    return wrapper
 
 
 def length_order(texts: Sequence[str]) -> list[int]:
@@ -122,6 +163,14 @@ class Task(ABC):
     def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
         """An evaluation set from a split description (a path, or a dict of paths)."""
 
+    def cap(self, evalset: EvalSet, limit: int | None, seed: int, split: str) -> EvalSet:
+        """At most ``limit`` examples of an evaluation set of ``split`` (valid or test), seeded."""
+        return EvalSet(evalset.name, subsample(evalset.data, limit, seed))
+
+    def size(self, evalset: EvalSet) -> int:
+        """The size of an evaluation set as reported (examples; queries for search)."""
+        return len(evalset.data)
+
     def evalset_from_examples(self, name: str, examples: Sequence[Any]) -> EvalSet:
         """An evaluation set made of (held-out) training examples, for tasks without a valid split."""
         return EvalSet(name, list(examples))
@@ -179,6 +228,10 @@ class Task(ABC):
     def calibrate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> None:
         """Fit decision parameters on VALIDATION data (one pass of its own; validation shares it)."""
         self.tune_from(evalset, self.outputs(model, evalset, ctx))
+
+    def decision_note(self) -> dict[str, Any]:
+        """How the decision parameters were set, recorded beside the metrics; default: none."""
+        return {}
 
     def state(self) -> dict[str, Any]:
         """Decision parameters saved with a checkpoint (e.g. the threshold chosen on validation)."""

@@ -16,7 +16,7 @@ from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import best_threshold
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, length_order, subsample
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, stratified_subsample, subsample
 from mtpeft.tasks.encoding import encode_texts
 
 
@@ -39,6 +39,7 @@ class MLPHead(nn.Module):
             nn.Linear(hidden_size, hidden_size // 2), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_size // 2, 1)
         )
 
+    @fp32
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled).squeeze(-1)
 
@@ -109,6 +110,20 @@ class BinaryTask(Task):
     def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
         return EvalSet(name, subsample(self.read_examples(source, skips), limit, seed))
 
+    def cap(self, evalset: EvalSet, limit: int | None, seed: int, split: str) -> EvalSet:
+        """Label-stratified caps. A validation cap keeps every positive (FlakeFlagger's 3.7% would
+        leave a threshold tuned on ~10 positives) and records the weight that restores the
+        negatives' share for tuning; a test cap keeps the set's class shares exactly."""
+        examples = evalset.data
+        if limit is None or limit >= len(examples):
+            return evalset
+        kept = stratified_subsample(examples, limit, seed, lambda e: e.label, keep_whole=1 if split == "valid" else None)
+        weights = None
+        if split == "valid":
+            negatives, kept_negatives = sum(e.label == 0 for e in examples), sum(e.label == 0 for e in kept)
+            weights = {0: negatives / kept_negatives if kept_negatives else 1.0, 1: 1.0}
+        return EvalSet(evalset.name, kept, weights)
+
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> list[Example]:
         return self.read_examples(path, skips, require_label=False)
 
@@ -170,11 +185,19 @@ class BinaryTask(Task):
     def tune_from(self, evalset: EvalSet, outputs: np.ndarray) -> None:
         if self.threshold_option == "tune":
             # the threshold that maximises this task's headline metric on validation data
-            self.threshold = best_threshold([e.label for e in evalset.data], outputs, self.metric)
+            labels = [e.label for e in evalset.data]
+            weights = [evalset.class_weights.get(y, 1.0) for y in labels] if evalset.class_weights else None
+            self.threshold = best_threshold(labels, outputs, self.metric, weights)
 
     def score_from(self, evalset: EvalSet, outputs: np.ndarray) -> dict[str, float]:
         labels = np.array([e.label for e in evalset.data])
         return self.score(labels, self.decide(outputs))
+
+    def decision_note(self) -> dict[str, Any]:
+        if self.threshold_option != "tune":
+            return {"threshold": self.threshold, "threshold_tuned_on": None}
+        # tuned and scored on the same validation set: its valid scores are optimistic, test's are not
+        return {"threshold": self.threshold, "threshold_tuned_on": "valid"}
 
     def state(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "pos_weight": self.pos_weight}

@@ -24,7 +24,7 @@ from mtpeft.data import SkipCounter, pick_text, read_jsonl
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import binary_f1
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, pooled_states
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, fp32, pooled_states
 from mtpeft.tasks.binary import BinaryTask, Example, MLPHead
 from mtpeft.tasks.encoding import encode_texts
 from mtpeft.tasks.registry import register_task
@@ -42,6 +42,7 @@ class PairHead(nn.Module):
     def one_way(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))
 
+    @fp32
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.one_way(u, v) + self.one_way(v, u))
 

@@ -22,7 +22,7 @@ from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import mrr
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, length_order, subsample
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, subsample
 from mtpeft.tasks.registry import register_task
 
 QUERY_FIELDS = ("query", "docstring", "doc", "nl", "question")
@@ -66,8 +66,9 @@ class SearchHead(nn.Module):
         elif init != "random":
             raise MtpeftError(f"search option init: unknown {init!r}; valid: identity, random")
 
+    @fp32
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.proj(pooled).float(), dim=-1)
+        return nn.functional.normalize(self.proj(pooled), dim=-1)
 
 
 def ranking_from_pairs(pairs: Sequence[Pair]) -> Ranking:
@@ -149,14 +150,21 @@ class SearchTask(Task):
         if isinstance(source, dict):
             if set(source) != {"queries", "corpus"}:
                 raise MtpeftError(f"search set {name}: expected {{queries: FILE, corpus: FILE}}, got keys {sorted(source)}")
-            ranking = self.read_corpus_ranking(source["queries"], source["corpus"], skips)
-            # a budget caps the queries; the corpus stays whole so MRR keeps its meaning
-            keep = subsample(range(len(ranking.queries)), limit, seed)
-            ranking.query_ids = [ranking.query_ids[i] for i in keep]
-            ranking.queries = [ranking.queries[i] for i in keep]
-            ranking.answers = [ranking.answers[i] for i in keep]
-            return EvalSet(name, ranking)
-        return EvalSet(name, ranking_from_pairs(subsample(self.read_pairs(source, skips), limit, seed)))
+            evalset = EvalSet(name, self.read_corpus_ranking(source["queries"], source["corpus"], skips))
+        else:
+            evalset = EvalSet(name, ranking_from_pairs(self.read_pairs(source, skips)))
+        return self.cap(evalset, limit, seed, "test")
+
+    def cap(self, evalset: EvalSet, limit: int | None, seed: int, split: str) -> EvalSet:
+        """A budget caps the queries; every query is still ranked against the whole corpus (all the
+        set's codes), so MRR keeps its meaning: a capped corpus would make ranking easier."""
+        ranking = evalset.data
+        keep = subsample(range(len(ranking.queries)), limit, seed)
+        return EvalSet(evalset.name, Ranking([ranking.query_ids[i] for i in keep], [ranking.queries[i] for i in keep],
+                                             ranking.corpus_ids, ranking.corpus, [ranking.answers[i] for i in keep]))
+
+    def size(self, evalset: EvalSet) -> int:
+        return len(evalset.data.queries)
 
     def evalset_from_examples(self, name: str, examples: Sequence[Pair]) -> EvalSet:
         return EvalSet(name, ranking_from_pairs(examples))
@@ -184,8 +192,13 @@ class SearchTask(Task):
     def loss(self, model: Any, batch: Batch) -> torch.Tensor:
         queries = self.embed_batch(model, batch["query"])
         codes = self.embed_batch(model, batch["code"])
+        return self.info_nce(queries, codes)
+
+    @fp32
+    def info_nce(self, queries: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """In-batch InfoNCE; the similarities in fp32 (scaled by 20, bf16 would round them by ~0.08)."""
         logits = self.scale * queries @ codes.T
-        return nn.functional.cross_entropy(logits, torch.arange(len(logits)))
+        return nn.functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()

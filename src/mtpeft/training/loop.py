@@ -249,7 +249,8 @@ class Trainer:
         penalty = self.weighting.regularizer()
         if penalty is not None:
             penalty.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        # the loss weights' own parameters are clipped with the rest (a learned weighting is trained too)
+        torch.nn.utils.clip_grad_norm_([*self.model.parameters(), *self.weighting.parameters()], self.config.max_grad_norm)
         return losses
 
     def log_losses(self, state: TrainResult, losses: dict[str, float]) -> None:
