@@ -54,7 +54,8 @@ def test_train_evaluate_predict(tmp_path, task_files, capsys, backbone):
     assert main(["predict", str(run), "--task", "defect", str(unlabeled), "-o", str(tmp_path / "d.txt")]) == 0
     rows = [line.split("\t") for line in (tmp_path / "d.txt").read_text().splitlines()]
     assert len(rows) == 8 and all(len(r) == 2 and r[1] in ("0", "1") for r in rows)
-    assert main(["predict", str(run), "--task", "clone", task_files["clone"]["test"], "-o", str(tmp_path / "c.txt")]) == 0
+    assert main(["predict", str(run), "--task", "clone", task_files["clone"]["test"], "-o", str(tmp_path / "c.txt"),
+                 "--functions", task_files["clone"]["options"]["functions"]]) == 0
     rows = [line.split("\t") for line in (tmp_path / "c.txt").read_text().splitlines()]
     assert len(rows) == 8 and all(len(r) == 3 and r[2] in ("0", "1") for r in rows)
     assert main(["predict", str(run), "--task", "search", task_files["search"]["test"], "-o", str(tmp_path / "s.jsonl")]) == 0

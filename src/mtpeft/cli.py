@@ -114,11 +114,58 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
+    from mtpeft.fileio import atomic_write_text
     from mtpeft.recipes import predict
 
-    output = args.output or args.run_dir / f"predictions_{args.task}.{'jsonl' if args.task == 'search' else 'txt'}"
-    count = predict(args.run_dir, args.task, args.file, output, {"functions": args.functions, "corpus": args.corpus})
-    print(f"wrote {count} predictions to {output}")
+    names = [t.strip() for t in args.task.split(",") if t.strip()]
+    lines, skips = predict(args.run_dir, names, args.file, {"functions": args.functions, "corpus": args.corpus},
+                           args.format, args.top_k, show_progress(args), args.skip_bad_records)
+    if skips.total:
+        print(f"mtpeft: skipped {skips.total} malformed record(s): {skips.counts}", file=sys.stderr)
+    text = "".join(line + "\n" for line in lines)
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    atomic_write_text(args.output, text)  # all or nothing: never a partial prediction file
+    print(f"wrote {len(lines)} predictions ({', '.join(names)}) to {args.output}", file=sys.stderr)
+
+
+class PredictHelp(argparse.Action):
+    """``predict --help`` lists each task's inputs and outputs (importing the tasks only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show this help and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from mtpeft.tasks import TASKS, build_task
+
+        tasks = "\n".join(f"  {name}: {build_task(name).predict_help()}" for name in TASKS.names())
+        parser.epilog = (f"tasks (a run predicts those it was trained on):\n{tasks}\n\n"
+                         "Output goes to stdout unless -o FILE is given (the run directory is never written); "
+                         "progress bars show only on a terminal.")
+        parser.print_help()
+        parser.exit()
+
+
+def add_predict_parser(sub: Any) -> None:
+    p = sub.add_parser("predict", help="predict one or more tasks for a JSON Lines file (CodeXGLUE format or JSON Lines)",
+                       description="Predict with a trained run: each task's head over the records of FILE, one model "
+                                   "load for all the tasks asked for.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    p.add_argument("-h", "--help", action=PredictHelp)
+    p.add_argument("run_dir", type=Path, help="a run directory of 'mtpeft train'")
+    p.add_argument("file", type=Path, help="JSON Lines inputs (.jsonl or .jsonl.gz; labels not needed)")
+    p.add_argument("--task", required=True, help="a task of the run, or several comma-separated: --task defect,flaky")
+    p.add_argument("--output", "-o", type=Path, default=None, help="write the predictions to this file (default: stdout)")
+    p.add_argument("--format", choices=("codexglue", "jsonl"), default=None,
+                   help="codexglue: the task's CodeXGLUE file (default for one task); jsonl: one JSON object per "
+                        "prediction with its task, probability or scores, and decision (default for several tasks)")
+    p.add_argument("--top-k", type=int, default=100, help="search: code ids returned per query (default 100)")
+    p.add_argument("--functions", default=None, help="clone: the functions file (idx, func) that idx1/idx2 pairs refer to")
+    p.add_argument("--corpus", default=None, help="search: rank the queries against this corpus file (idx, code)")
+    p.add_argument("--skip-bad-records", action="store_true", help="skip (and count, on stderr) malformed records")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+    p.set_defaults(func=run_predict)
 
 
 def run_list(args: argparse.Namespace) -> None:
@@ -359,14 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="where ${data} is on this machine (default: the folder the run was trained with)")
     p.set_defaults(func=run_evaluate)
-    p = sub.add_parser("predict", help="write CodeXGLUE-format predictions of one task for a JSONL file")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("file", type=Path, help="JSONL inputs (labels not needed)")
-    p.add_argument("--task", required=True)
-    p.add_argument("--output", "-o", type=Path, default=None)
-    p.add_argument("--functions", default=None, help="clone: functions file for idx1/idx2 pairs")
-    p.add_argument("--corpus", default=None, help="search: rank against this corpus file instead of the file's own codes")
-    p.set_defaults(func=run_predict)
+    add_predict_parser(sub)
     p = sub.add_parser("report", help="a markdown table comparing finished run directories, or a study folder's report",
                        description="Given run directories: a markdown table comparing them. Given one study folder "
                                    "(made by 'mtpeft study'): report.md + CSV files + PNGs (tables, affinity, costs, findings).")

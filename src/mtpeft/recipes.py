@@ -12,6 +12,7 @@ Run directory layout::
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def load_data(config: RunConfig, tasks: dict[str, Task], with_train: bool) -> tu
 
 def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     t = config.training
-    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress)
+    # progress bars only on a terminal: never in logs, CI output or redirected files
+    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress and sys.stderr.isatty())
 
 
 def run_config(run_dir: Path, ckpt: Path, data_root: str | None = None) -> RunConfig:
@@ -242,19 +244,45 @@ def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | Non
     return metrics
 
 
-def predict(run_dir: Path, task_name: str, input_path: Path, output: Path, options: dict[str, Any]) -> int:
-    """Write a CodeXGLUE-style prediction file for one task; returns the number of predictions."""
+PREDICT_FORMATS = ("codexglue", "jsonl")
+
+
+def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dict[str, Any], fmt: str | None = None,
+            top_k: int = 100, progress: bool = False, skip_bad_records: bool = False) -> tuple[list[str], SkipCounter]:
+    """Prediction lines of one or more tasks for one input file, over one model load.
+
+    ``fmt`` codexglue: each task's CodeXGLUE prediction format (one task per call); jsonl: one JSON
+    object per prediction with its task, id(s), probability or scores and decision (the default
+    for several tasks). ``options`` are the command's own files (functions, corpus): a run's
+    training files are never used in their place. The inputs are read before the model is loaded,
+    so bad input fails at once."""
+    run_dir = Path(run_dir)
+    fmt = fmt or ("codexglue" if len(task_names) == 1 else "jsonl")
+    if fmt not in PREDICT_FORMATS:
+        raise MtpeftError(f"unknown prediction format {fmt!r}; valid: {', '.join(PREDICT_FORMATS)}")
+    if fmt == "codexglue" and len(task_names) > 1:
+        raise MtpeftError("a CodeXGLUE prediction file holds one task: predict one task per call, or use --format jsonl")
+    if top_k < 1:
+        raise MtpeftError(f"--top-k must be at least 1, got {top_k}")
+    config = run_config(run_dir, checkpoint_dir(run_dir)) if run_dir.is_dir() else None
+    if config is None:
+        raise MtpeftError(f"{run_dir}: not a run directory")
+    unknown = [name for name in task_names if name not in config.tasks]
+    if unknown or not task_names:
+        raise MtpeftError(f"the run at {run_dir} has no {', '.join(map(repr, unknown)) or 'task'} head; its tasks: {', '.join(config.tasks)}")
+    readers = build_tasks(config)
+    skips = SkipCounter(enabled=skip_bad_records or config.training.skip_bad_records)
+    inputs = {name: readers[name].read_predict(Path(input_path), skips, options) for name in task_names}
     config, tasks, model = load_run(run_dir)
-    if task_name not in tasks:
-        raise MtpeftError(f"the run at {run_dir} has no {task_name!r} head; its tasks: {', '.join(tasks)}")
-    task = tasks[task_name]
-    skips = SkipCounter(enabled=config.training.skip_bad_records)
-    merged = dict(config.tasks[task_name].options) | {k: v for k, v in options.items() if v}
-    inputs = task.read_predict(Path(input_path), skips, merged)
-    lines = task.predict_lines(model, inputs, eval_context(config, model.backbone.tokenizer))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(lines)
+    ctx = dataclasses.replace(eval_context(config, model.backbone.tokenizer), show_progress=progress)
+    lines = []
+    for name in task_names:
+        rows = tasks[name].predict_rows(model, inputs[name], ctx, top_k)
+        if fmt == "codexglue":
+            lines += [tasks[name].codexglue_line(row) for row in rows]
+        else:
+            lines += [json.dumps({"task": name} | row) for row in rows]
+    return lines, skips
 
 
 # config keys that may differ when a run is resumed: they do not change what is computed

@@ -7,7 +7,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 from mtpeft.errors import DataError
 
@@ -34,11 +34,15 @@ class SkipCounter:
     enabled: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
+    seen: set[tuple[str, int | None]] = field(default_factory=set, repr=False)
 
     def handle(self, error: DataError) -> None:
         if not self.enabled:
             raise error
         key = str(error.path)
+        if error.line is not None and (key, error.line) in self.seen:
+            return  # the same file read again (e.g. a functions file per split): one record, one skip
+        self.seen.add((key, error.line))
         self.counts[key] = self.counts.get(key, 0) + 1
         self.examples.setdefault(key, str(error))
 
@@ -48,6 +52,23 @@ class SkipCounter:
 
     def report(self) -> dict[str, Any]:
         return {"skipped": dict(self.counts), "first_error": dict(self.examples)}
+
+
+T = TypeVar("T")
+
+
+def read_records(path: str | Path, skips: SkipCounter | None, parse: Callable[[Record], T | None]) -> Iterator[T]:
+    """``parse`` applied to every record of a JSON Lines file: a record it rejects (DataError) is
+    raised or, when skipping, counted; a record it maps to None is left out on purpose."""
+    skips = skips or SkipCounter()
+    for record in read_jsonl(path, skips):
+        try:
+            item = parse(record)
+        except DataError as error:
+            skips.handle(error)
+            continue
+        if item is not None:
+            yield item
 
 
 def _open_binary(path: Path) -> BinaryIO:

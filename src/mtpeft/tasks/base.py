@@ -243,8 +243,17 @@ class Task(ABC):
     # ---- inference --------------------------------------------------------------------------
     @abstractmethod
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> Any:
-        """Inputs for ``mtpeft predict`` (labels not required)."""
+        """Inputs for ``mtpeft predict`` (labels not required); ``options`` are the command's files
+        (``functions``, ``corpus``), never the training run's."""
 
     @abstractmethod
-    def predict_lines(self, model: "MultiTaskModel", inputs: Any, ctx: EvalContext) -> list[str]:
-        """Prediction-file lines in the CodeXGLUE format of the task."""
+    def predict_rows(self, model: "MultiTaskModel", inputs: Any, ctx: EvalContext, top_k: int = 100) -> list[dict[str, Any]]:
+        """One JSON-ready prediction per input (ids, probabilities or scores, and the decision)."""
+
+    @abstractmethod
+    def codexglue_line(self, row: dict[str, Any]) -> str:
+        """A prediction row as a line of the task's CodeXGLUE prediction file."""
+
+    def predict_help(self) -> str:
+        """What ``mtpeft predict --help`` says about this task's inputs and outputs."""
+        return self.description

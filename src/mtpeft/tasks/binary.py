@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl
+from mtpeft.data import SkipCounter, binary_label, pick_text, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
@@ -91,15 +91,17 @@ class BinaryTask(Task):
     def parse(self, record: Record, require_label: bool = True) -> Example:
         return Example(record_id(record), pick_text(record, self.text_fields), self.label_of(record, require_label))
 
-    def read_examples(self, source: Any, skips: SkipCounter, require_label: bool = True) -> list[Example]:
+    def record_parser(self, skips: SkipCounter, require_label: bool, options: dict[str, Any]) -> Callable[[Record], Example]:
+        """How one record of a file becomes an example (clone: with its functions table)."""
+        return lambda record: self.parse(record, require_label)
+
+    def read_examples(self, source: Any, skips: SkipCounter, require_label: bool = True,
+                      options: dict[str, Any] | None = None) -> list[Example]:
+        """``options`` replace the task's own (prediction inputs come with their own files)."""
         if not isinstance(source, (str, Path)):
             raise MtpeftError(f"task {self.name}: a split must be a file path, got {source!r}")
-        examples = []
-        for record in read_jsonl(source, skips):
-            try:
-                examples.append(self.parse(record, require_label))
-            except DataError as error:
-                skips.handle(error)
+        parse = self.record_parser(skips, require_label, self.options if options is None else options)
+        examples = list(read_records(source, skips, parse))
         if not examples:
             raise DataError(source, None, f"no usable {self.name} examples")
         return examples
@@ -108,7 +110,7 @@ class BinaryTask(Task):
         return self.read_examples(source, skips)
 
     def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
-        return EvalSet(name, subsample(self.read_examples(source, skips), limit, seed))
+        return self.cap(EvalSet(name, self.read_examples(source, skips)), limit, seed, "test")
 
     def cap(self, evalset: EvalSet, limit: int | None, seed: int, split: str) -> EvalSet:
         """Label-stratified caps. A validation cap keeps every positive (FlakeFlagger's 3.7% would
@@ -125,7 +127,7 @@ class BinaryTask(Task):
         return EvalSet(evalset.name, kept, weights)
 
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> list[Example]:
-        return self.read_examples(path, skips, require_label=False)
+        return self.read_examples(path, skips, require_label=False, options=options)
 
     def text_length(self, example: Example) -> int:
         return len(example.text) + len(example.text_b or "")
@@ -207,7 +209,19 @@ class BinaryTask(Task):
         self.pos_weight = state.get("pos_weight", self.pos_weight)
 
     # ---- inference --------------------------------------------------------------------------
-    def predict_lines(self, model: Any, inputs: list[Example], ctx: EvalContext) -> list[str]:
-        """CodeXGLUE defect format: ``idx<TAB>prediction`` per line (clone overrides with a pair id)."""
-        predictions = self.decide(self.probabilities(model, inputs, ctx, f"predict {self.name}"))
-        return [f"{e.id}\t{p}" for e, p in zip(inputs, predictions)]
+    def predict_rows(self, model: Any, inputs: list[Example], ctx: EvalContext, top_k: int = 100) -> list[dict[str, Any]]:
+        probs = self.probabilities(model, inputs, ctx, f"predict {self.name}")
+        return [self.row(e, p, d) for e, p, d in zip(inputs, probs, self.decide(probs))]
+
+    def row(self, example: Example, probability: float, decision: int) -> dict[str, Any]:
+        return {"idx": example.id, "probability": round(float(probability), 6), "prediction": int(decision)}
+
+    def codexglue_line(self, row: dict[str, Any]) -> str:
+        """CodeXGLUE defect format: ``idx<TAB>prediction``."""
+        return f"{row['idx']}\t{row['prediction']}"
+
+    def predict_help(self) -> str:
+        fields = "/".join(self.text_fields)
+        return (f"{self.description}. Input: one JSON object per line with the code in {fields} (an idx is "
+                f"kept as the id). codexglue: 'idx<TAB>0|1'; jsonl: idx, probability, prediction (threshold "
+                f"{'tuned on validation' if self.threshold_option == 'tune' else self.threshold_option}).")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from mtpeft.data import SkipCounter, pick_text, read_jsonl
+from mtpeft.data import SkipCounter, pick_text, read_records
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import binary_f1
@@ -30,6 +30,16 @@ from mtpeft.tasks.encoding import encode_texts
 from mtpeft.tasks.registry import register_task
 
 PAIR_ENCODINGS = ("separate", "joint")
+
+
+def read_functions(path: Any, skips: SkipCounter) -> dict[str, str]:
+    """The idx -> code table of a functions file (CodeXGLUE's data.jsonl)."""
+    def entry(record: Record) -> tuple[str, str]:
+        if record.data.get("idx") is None:
+            raise record.error("missing field: idx")
+        return str(record.data["idx"]), pick_text(record, ("func", "code"))
+
+    return dict(read_records(path, skips, entry))
 
 
 class PairHead(nn.Module):
@@ -76,53 +86,39 @@ class CloneTask(BinaryTask):
             raise MtpeftError(f"clone option pair_encoding: unknown {value!r}; valid: {', '.join(PAIR_ENCODINGS)}")
         return value
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self._functions: dict[str, str] | None = None
-        self._skips = SkipCounter()
+    def record_parser(self, skips: SkipCounter, require_label: bool, options: dict[str, Any]) -> Callable[[Record], Example]:
+        """Pairs with inline code, or idx1/idx2 into the functions file of ``options`` (read on the
+        first such pair, once per file read; the task itself keeps no table)."""
+        path = options.get("functions")
+        table: dict[str, str] | None = None
 
-    def functions(self, skips: SkipCounter) -> dict[str, str]:
-        """The idx -> code table, read once from the ``functions`` option."""
-        if self._functions is None:
-            path = self.options.get("functions")
-            self._functions = {}
-            if path:
-                for record in read_jsonl(path, skips):
-                    try:
-                        if record.data.get("idx") is None:
-                            raise record.error("missing field: idx")
-                        self._functions[str(record.data["idx"])] = pick_text(record, ("func", "code"))
-                    except DataError as error:
-                        skips.handle(error)
-        return self._functions
+        def parse(record: Record) -> Example:
+            nonlocal table
+            if "idx1" in record.data and "idx2" in record.data and not ("func1" in record.data or "code1" in record.data):
+                if not path:
+                    raise MtpeftError(f"{record.path}: the pairs refer to functions by idx1/idx2 but no functions "
+                                      "file was given (task option 'functions'; for predict: --functions FILE)")
+                if table is None:
+                    table = read_functions(path, skips)
+            return self.parse(record, require_label, table, path)
 
-    def read_examples(self, source: Any, skips: SkipCounter, require_label: bool = True) -> list[Example]:
-        self._skips = skips
-        return super().read_examples(source, skips, require_label)
+        return parse
 
-    def parse(self, record: Record, require_label: bool = True) -> Example:
+    def parse(self, record: Record, require_label: bool = True, table: dict[str, str] | None = None,
+              functions_path: Any = None) -> Example:
         data = record.data
         if "func1" in data or "code1" in data:
             text_a, text_b = pick_text(record, ("func1", "code1")), pick_text(record, ("func2", "code2"))
             id1, id2 = str(data.get("idx1", data.get("id1", f"line{record.line}a"))), str(data.get("idx2", data.get("id2", f"line{record.line}b")))
-        elif "idx1" in data and "idx2" in data:
-            table = self.functions(self._skips)
-            if not table:
-                raise MtpeftError(f"{record.path}: pairs refer to idx1/idx2 but no functions file was given (task option 'functions')")
+        elif "idx1" in data and "idx2" in data and table is not None:
             id1, id2 = str(data["idx1"]), str(data["idx2"])
             missing = [i for i in (id1, id2) if i not in table]
             if missing:
-                raise record.error(f"function idx {', '.join(missing)} not in the functions file {self.options.get('functions')}")
+                raise record.error(f"function idx {', '.join(missing)} not in the functions file {functions_path}")
             text_a, text_b = table[id1], table[id2]
         else:
             raise record.error("missing fields: expected func1/func2, or idx1/idx2 with a functions file")
         return Example(f"{id1}\t{id2}", text_a, self.label_of(record, require_label), text_b)
-
-    def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> list[Example]:
-        if options.get("functions"):
-            self.options["functions"] = options["functions"]
-            self._functions = None
-        return super().read_predict(path, skips, options)
 
     # ---- function-disjoint validation ----------------------------------------------------------
     @property
@@ -198,3 +194,17 @@ class CloneTask(BinaryTask):
 
     def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
         return binary_f1(labels, predictions)
+
+    # ---- inference --------------------------------------------------------------------------
+    def row(self, example: Example, probability: float, decision: int) -> dict[str, Any]:
+        idx1, idx2 = example.id.split("\t", 1)
+        return {"idx1": idx1, "idx2": idx2, "probability": round(float(probability), 6), "prediction": int(decision)}
+
+    def codexglue_line(self, row: dict[str, Any]) -> str:
+        """CodeXGLUE clone format: ``idx1<TAB>idx2<TAB>prediction``."""
+        return f"{row['idx1']}\t{row['idx2']}\t{row['prediction']}"
+
+    def predict_help(self) -> str:
+        return (f"{self.description}. Input: pairs with inline code func1/func2, or idx1/idx2 into a functions "
+                "file given with --functions (JSON Lines of idx and func; the training run's file is never "
+                "used silently). codexglue: 'idx1<TAB>idx2<TAB>0|1'; jsonl: idx1, idx2, probability, prediction.")

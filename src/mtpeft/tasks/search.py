@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl
+from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
@@ -100,15 +100,9 @@ class SearchTask(Task):
         return Pair(record_id(record), pick_text(record, QUERY_FIELDS), pick_text(record, CODE_FIELDS))
 
     def read_pairs(self, source: Any, skips: SkipCounter) -> list[Pair]:
-        pairs = []
-        for record in read_jsonl(source, skips):
-            try:
-                pair = self.parse_pair(record)
-            except DataError as error:
-                skips.handle(error)
-                continue
-            if pair is not None:
-                pairs.append(pair)
+        if not isinstance(source, (str, Path)):
+            raise MtpeftError(f"task {self.name}: expected a file path or {{queries: FILE, corpus: FILE}}, got {source!r}")
+        pairs = list(read_records(source, skips, self.parse_pair))
         if not pairs:
             raise DataError(source, None, "no usable query/code pairs")
         return pairs
@@ -117,34 +111,30 @@ class SearchTask(Task):
         return self.read_pairs(source, skips)
 
     def read_corpus_ranking(self, queries: Any, corpus: Any, skips: SkipCounter, require_answer: bool = True) -> Ranking:
-        corpus_ids, codes, position = [], [], {}
-        for record in read_jsonl(corpus, skips):
-            try:
-                if record.data.get("idx") is None:
-                    raise record.error("missing field: idx")
-                code = pick_text(record, CODE_FIELDS)
-            except DataError as error:
-                skips.handle(error)
-                continue
-            position[str(record.data["idx"])] = len(codes)
-            corpus_ids.append(str(record.data["idx"]))
-            codes.append(code)
-        query_ids, texts, answers = [], [], []
-        for record in read_jsonl(queries, skips):
-            try:
-                text = pick_text(record, QUERY_FIELDS)
-                answer = record.data.get("answer_idx", record.data.get("answer"))
-                if answer is None and require_answer:
-                    raise record.error("missing field: answer_idx (the corpus idx of the matching code)")
-                if answer is not None and str(answer) not in position:
-                    raise record.error(f"answer_idx {answer!r} is not an idx of the corpus {corpus}")
-            except DataError as error:
-                skips.handle(error)
-                continue
-            query_ids.append(record_id(record))
-            texts.append(text)
-            answers.append(position[str(answer)] if answer is not None else -1)
-        return Ranking(query_ids, texts, corpus_ids, codes, answers)
+        def code_entry(record: Record) -> tuple[str, str]:
+            if record.data.get("idx") is None:
+                raise record.error("missing field: idx")
+            return str(record.data["idx"]), pick_text(record, CODE_FIELDS)
+
+        entries = list(read_records(corpus, skips, code_entry))
+        if not entries:
+            raise DataError(corpus, None, "no usable corpus entries (idx and code)")
+        position = {idx: i for i, (idx, _) in enumerate(entries)}
+
+        def query_entry(record: Record) -> tuple[str, str, int]:
+            text = pick_text(record, QUERY_FIELDS)
+            answer = record.data.get("answer_idx", record.data.get("answer"))
+            if answer is None and require_answer:
+                raise record.error("missing field: answer_idx (the corpus idx of the matching code)")
+            if answer is not None and str(answer) not in position:
+                raise record.error(f"answer_idx {answer!r} is not an idx of the corpus {corpus}")
+            return record_id(record), text, position[str(answer)] if answer is not None else -1
+
+        rows = list(read_records(queries, skips, query_entry))
+        if not rows:
+            raise DataError(queries, None, "no usable queries")
+        return Ranking([r[0] for r in rows], [r[1] for r in rows], [e[0] for e in entries], [e[1] for e in entries],
+                       [r[2] for r in rows])
 
     def read_eval(self, name: str, source: Any, skips: SkipCounter, limit: int | None, seed: int) -> EvalSet:
         if isinstance(source, dict):
@@ -236,13 +226,23 @@ class SearchTask(Task):
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> Ranking:
         if options.get("corpus"):
             return self.read_corpus_ranking(path, options["corpus"], skips, require_answer=False)
+        first = next(read_jsonl(path, skips), None)
+        if first is not None and not any(first.data.get(f) is not None for f in CODE_FIELDS):
+            raise MtpeftError(f"{path}: search ranks queries against code, and these records carry no code "
+                              f"({'/'.join(CODE_FIELDS)}): give --corpus FILE (JSON Lines of idx and code) to rank against")
         return ranking_from_pairs(self.read_pairs(path, skips))
 
-    def predict_lines(self, model: Any, inputs: Ranking, ctx: EvalContext) -> list[str]:
-        """AdvTest format: one JSON object per query, ``{"url": query id, "answers": [top-100 code ids]}``."""
+    def predict_rows(self, model: Any, inputs: Ranking, ctx: EvalContext, top_k: int = 100) -> list[dict[str, Any]]:
         scores = self.scores(model, inputs, ctx, "predict search")
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :100]
-        return [
-            json.dumps({"url": qid, "answers": [inputs.corpus_ids[j] for j in row]})
-            for qid, row in zip(inputs.query_ids, top)
-        ]
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        return [{"url": qid, "answers": [inputs.corpus_ids[j] for j in row], "scores": [round(float(s[j]), 6) for j in row]}
+                for qid, row, s in zip(inputs.query_ids, top, scores)]
+
+    def codexglue_line(self, row: dict[str, Any]) -> str:
+        """AdvTest format: ``{"url": query id, "answers": [the top-k code ids, best first]}``."""
+        return json.dumps({"url": row["url"], "answers": row["answers"]})
+
+    def predict_help(self) -> str:
+        return (f"{self.description}. Input: queries (query/docstring/nl) with their code (code/function), ranked "
+                "against all the file's codes; or queries only, with --corpus FILE (idx, code) to rank against. "
+                "codexglue: one {url, answers: [top-k code ids]} per line; jsonl: the same plus scores.")
