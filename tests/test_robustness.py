@@ -216,15 +216,15 @@ def test_a_collapsed_embedding_scores_the_worst_mrr_not_the_best():
 # ---- item 9: capped search sets rank against every code --------------------------------------------
 def test_a_capped_pair_search_set_keeps_its_whole_corpus(tmp_path, task_files):
     from mtpeft.config import resolve_config
-    from mtpeft.evaluation.trivial import trivial_metrics
     from mtpeft.recipes import build_tasks, load_data
 
     config = resolve_config(tiny_config({"search": task_files["search"]}, tmp_path / "run", max_eval_per_task=3))
-    data, _ = load_data(config, build_tasks(config), with_train=False)
+    tasks = build_tasks(config)
+    data, _ = load_data(config, tasks, with_train=False)
     test = {s.name: s for s in data["search"].test}["search"].data
     assert len(test.queries) == 3 and len(test.corpus) == 10
     assert [test.corpus_ids[a] for a in test.answers] == test.query_ids  # each query still finds its code
-    assert trivial_metrics(data["search"].test[0])["mrr"] < 0.3  # random ranking among 10, not among 3
+    assert tasks["search"].trivial_metrics(data["search"].test[0])["mrr"] < 0.3  # random ranking among 10, not among 3
 
 
 # ---- item 10: threshold tuning ---------------------------------------------------------------------
