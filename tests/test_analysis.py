@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from mtpeft.analysis.extract import extract_file, extract_source, extract_tree
+from mtpeft.analysis.extract import extract_file, extract_source, extract_tree, source_files
 from mtpeft.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -247,3 +247,24 @@ def test_analyze_groups_the_confirmed_clones(tiny_run):
     assert analysis.stats["clone_shortlist"] <= len(analysis.functions)  # k = 1: at most one pair per function
     grouped = sorted(i for g in analysis.clone_groups for i in g)
     assert grouped == sorted({i for p in analysis.clone_pairs for i in (p["a"], p["b"])})
+
+
+def test_exclude_globs_skip_folders_and_files():
+    assert {p.name for p in source_files(FIXTURES, ["tests"])} == {"Buffer.java", "broken.py", "copy.c", "shape.cpp", "util.py"}
+    assert {p.name for p in source_files(FIXTURES, ["*.py", "src/shape.*"])} == {"Buffer.java", "copy.c", "BufferTest.java"}
+
+
+def test_a_run_saved_before_pair_encoding_loads_as_joint(tmp_path):
+    """Older runs' configs do not name pair_encoding; their one-input clone head says joint."""
+    import yaml
+
+    from mtpeft.inference.encoder import SharedEncoder
+    from tests.conftest import save_untrained_run, tiny_task_files
+
+    files = tiny_task_files(tmp_path / "data")
+    files["clone"]["options"]["pair_encoding"] = "joint"
+    run = save_untrained_run(tmp_path / "run", files)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["tasks"]["clone"]["options"]["pair_encoding"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert SharedEncoder.from_run(run).clone_mode == "joint"

@@ -97,3 +97,17 @@ def test_missing_or_damaged_index_is_a_clear_error(tiny_run, tmp_path, capsys):
     assert "damaged index" in capsys.readouterr().err
     assert main(["search", "  ", "--index", str(tmp_path / "idx")]) == 2
     assert "the query is empty" in capsys.readouterr().err
+
+
+def test_float16_prescoring_returns_the_float32_top_k():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = CodeIndex(vectors, [{"row": i} for i in range(len(vectors))])
+    queries = vectors[:25] + 0.3 * rng.standard_normal((25, 64)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact, fast = index.search(queries, 10, "float32"), index.search(queries, 10, "float16")
+    assert [[r["row"] for r in q] for q in fast] == [[r["row"] for r in q] for q in exact]
+    np.testing.assert_allclose([[r["score"] for r in q] for q in fast], [[r["score"] for r in q] for q in exact], atol=2e-6)
+    with pytest.raises(Exception, match="unknown prescore"):
+        index.search(queries, 10, "int8")

@@ -33,7 +33,7 @@ from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
-from mtpeft.training.checkpoint import ADAPTER, checkpoint_dir, load_heads, load_state, save_checkpoint
+from mtpeft.training.checkpoint import ADAPTER, HEADS, checkpoint_dir, load_heads, load_state, save_checkpoint
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
 from mtpeft.training.weightings import build_weighting
 
@@ -56,6 +56,23 @@ def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     t = config.training
     # progress bars only on a terminal: never in logs, CI output or redirected files
     return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress and sys.stderr.isatty())
+
+
+def mark_legacy_joint_clone(config: RunConfig, ckpt: Path) -> None:
+    """Runs saved before ``pair_encoding`` existed encoded clone pairs jointly, with a one-input
+    head (``heads.clone.net.*``); their config does not say so, and the new default is separate."""
+    spec = config.tasks.get("clone")
+    if spec is None or "pair_encoding" in spec.options:
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(ckpt / HEADS), framework="pt") as handle:
+            legacy = any(key.startswith("heads.clone.net.") for key in handle.keys())
+    except (SafetensorError, OSError):
+        return  # a damaged heads file: loading the heads reports it
+    if legacy:
+        spec.options["pair_encoding"] = "joint"
 
 
 def run_config(run_dir: Path, ckpt: Path, data_root: str | None = None) -> RunConfig:
@@ -81,6 +98,7 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
         config = run_config(run_dir, ckpt, data_root)
     except (ValueError, OSError) as exc:  # a damaged state.json
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/state.json: {exc})") from None
+    mark_legacy_joint_clone(config, ckpt)
     tasks = build_tasks(config)
     if not (ckpt / ADAPTER).is_dir():
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/{ADAPTER}/ is missing)")

@@ -31,6 +31,7 @@ class AnalyzeOptions:
     clone_neighbours: int = 5  # shortlist size per function for the clone head
     clone_min_similarity: float = 0.5  # cosine floor of the shortlist
     clone_min_lines: int = 3  # one-line getters are "clones" of each other and of no interest
+    exclude: tuple[str, ...] = ()  # glob patterns of paths not to analyse
     progress: bool = False
 
 
@@ -210,7 +211,7 @@ def analyze_path(path: Path, encoder: SharedEncoder, options: AnalyzeOptions) ->
     if not path.exists():
         raise MtpeftError(f"{path}: no such file or directory")
     started = time.perf_counter()
-    extraction = extract_tree(path, options.max_file_bytes, options.progress)
+    extraction = extract_tree(path, options.max_file_bytes, options.progress, options.exclude)
     extract_seconds = time.perf_counter() - started
     analysis = analyze_functions(encoder, extraction, path.name or str(path), options)
     analysis.stats["seconds_extracting"] = round(extract_seconds, 2)

@@ -11,12 +11,13 @@ default collection rule, which also covers unittest ``TestCase`` methods).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import tree_sitter
 
@@ -223,14 +224,24 @@ def read_source(path: Path, max_bytes: int) -> tuple[bytes | None, str | None]:
     return data, None
 
 
-def source_files(root: Path) -> list[Path]:
-    """Source files under ``root`` (a file or a directory) in a stable order, build folders skipped."""
+def excluded(relative: str, patterns: Sequence[str]) -> bool:
+    """A path is excluded when a pattern matches its relative path or one of its parts."""
+    parts = relative.split("/")
+    return any(fnmatch.fnmatch(relative, p) or any(fnmatch.fnmatch(part, p) for part in parts) for p in patterns)
+
+
+def source_files(root: Path, exclude: Sequence[str] = ()) -> list[Path]:
+    """Source files under ``root`` (a file or a directory) in a stable order; VCS, virtual-env and
+    build folders are skipped, and so are paths matching an ``exclude`` glob (``test``, ``*/gen/*``)."""
     if root.is_file():
         return [root] if language_of(root) else []
     found = []
     for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRECTORIES and not d.startswith("."))
-        found.extend(Path(directory) / n for n in sorted(names) if language_of(Path(n)))
+        here = Path(directory)
+        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRECTORIES and not d.startswith(".")
+                            and not excluded((here / d).relative_to(root).as_posix(), exclude))
+        found.extend(here / n for n in sorted(names)
+                     if language_of(Path(n)) and not excluded((here / n).relative_to(root).as_posix(), exclude))
     return found
 
 
@@ -250,12 +261,13 @@ def extract_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES
     return extract_source(data, language, name)
 
 
-def extract_tree(root: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES, progress: bool = False) -> Extraction:
+def extract_tree(root: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES, progress: bool = False,
+                 exclude: Sequence[str] = ()) -> Extraction:
     """Every function under ``root``; files that cannot be analysed are listed, never fatal."""
     from tqdm.auto import tqdm
 
     result = Extraction()
-    for path in tqdm(source_files(root), desc="files", unit="file", disable=not progress):
+    for path in tqdm(source_files(root, exclude), desc="files", unit="file", disable=not progress):
         functions, problem = extract_file(path, root, max_bytes)
         result.files += 1
         result.functions.extend(functions)

@@ -57,6 +57,8 @@ class EmbeddingCache:
         return row
 
     def put(self, encoding: Encoding, key: str, row: np.ndarray) -> None:
+        if self.max_rows <= 0:  # caching off (benchmarks time the backbone, not the cache)
+            return
         if len(self.rows) >= self.max_rows:
             self.rows.pop(next(iter(self.rows)))  # oldest first (dicts keep insertion order)
         self.rows[(encoding, key)] = row

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -58,6 +59,7 @@ class CodeIndex:
     run: str = ""
     fingerprint: str = ""
     root: str = ""
+    _half: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -97,18 +99,37 @@ class CodeIndex:
         return cls(vectors, meta["entries"], meta["files"], meta["run"], meta["run_fingerprint"], meta.get("root", ""))
 
     # ---- search -------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[dict[str, Any]]]:
-        """Exact top-k by cosine (rows and queries are L2-normalised): a matrix product."""
+    def search(self, queries: np.ndarray, k: int = 10, prescore: str = "float32") -> list[list[dict[str, Any]]]:
+        """Top-k by cosine (rows and queries are L2-normalised): one matrix product over all rows.
+
+        ``prescore="float16"`` scores all rows with a float16 copy of the matrix (half the memory
+        traffic, which is what bounds a query over a large index), keeps the best 4k + 32 and
+        re-scores those in float32: the scores returned are the float32 ones; a row can be missed
+        only if float16 rounding moves it across that much wider cut-off. Runs on torch's
+        thread pool (``--threads``), not on a BLAS pool of its own competing for the same cores."""
         if len(self) == 0:
             return [[] for _ in range(len(queries))]
         k = max(1, min(k, len(self)))
-        scores = np.asarray(queries, dtype=np.float32) @ self.vectors.T
-        results = []
-        for row in scores:
-            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-            top = top[np.argsort(-row[top], kind="stable")]
-            results.append([{"score": round(float(row[i]), 6), **self.entries[i]} for i in top])
-        return results
+        with torch.inference_mode():
+            query = torch.from_numpy(np.asarray(queries, dtype=np.float32))
+            full = torch.from_numpy(self.vectors)
+            if prescore == "float16" and len(self) > 4 * k + 32:
+                candidates = (query.half() @ self.half_matrix().T).topk(4 * k + 32, dim=1).indices
+                exact = torch.einsum("qd,qcd->qc", query, full[candidates])
+                values, picked = exact.topk(k, dim=1)
+                rows = candidates.gather(1, picked)
+            elif prescore in ("float16", "float32"):
+                values, rows = (query @ full.T).topk(k, dim=1)
+            else:
+                raise MtpeftError(f"unknown prescore {prescore!r}; valid: float32, float16")
+        return [[{"score": round(float(v), 6), **self.entries[i]} for v, i in zip(vs, rs)]
+                for vs, rs in zip(values.tolist(), rows.tolist())]
+
+    def half_matrix(self) -> torch.Tensor:
+        """The float16 copy of the vectors used for pre-scoring, made once."""
+        if self._half is None or len(self._half) != len(self.vectors):
+            self._half = torch.from_numpy(self.vectors).half()
+        return self._half
 
 
 def entry(fn: Function) -> dict[str, Any]:
@@ -120,8 +141,8 @@ def embed_functions(encoder: Any, functions: Sequence[Function]) -> np.ndarray:
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def build_index(root: Path, encoder: Any, previous: CodeIndex | None = None,
-                max_bytes: int = DEFAULT_MAX_FILE_BYTES, progress: bool = False) -> tuple[CodeIndex, dict[str, Any]]:
+def build_index(root: Path, encoder: Any, previous: CodeIndex | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                progress: bool = False, exclude: Sequence[str] = ()) -> tuple[CodeIndex, dict[str, Any]]:
     """Index every function under ``root``, reusing what ``previous`` already holds."""
     from tqdm.auto import tqdm
 
@@ -139,7 +160,7 @@ def build_index(root: Path, encoder: Any, previous: CodeIndex | None = None,
         known = {e["hash"]: previous.vectors[i] for i, e in enumerate(previous.entries)}
     blocks: list[tuple[str, dict[str, Any], list[dict[str, Any]], list[np.ndarray | None], list[Function]]] = []
     skipped, unchanged, changed = [], 0, 0
-    for path in tqdm(source_files(root), desc="files", unit="file", disable=not progress):
+    for path in tqdm(source_files(root, exclude), desc="files", unit="file", disable=not progress):
         name = relative_name(path, root)
         digest = file_digest(path)
         old = previous.files.get(name) if previous is not None else None

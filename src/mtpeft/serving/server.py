@@ -34,6 +34,7 @@ class Limits:
     max_batch_texts: int = 256  # texts gathered into one backbone pass across requests
     batch_wait_ms: float = 2.0  # how long the first request of a batch waits for company
     max_k: int = 100  # search results per query
+    prescore: str = "float16"  # see CodeIndex.search
 
 
 # ---- request and response bodies --------------------------------------------------------------
@@ -283,7 +284,7 @@ def create_app(encoder: SharedEncoder, index: CodeIndex | None = None, limits: L
         with torch.no_grad():
             query = encoder.model.heads["search"](states).float().numpy()
         loop = asyncio.get_running_loop()  # the matrix product over the index stays off the event loop
-        results = await loop.run_in_executor(None, service.index.search, query, body.k)
+        results = await loop.run_in_executor(None, service.index.search, query, body.k, service.limits.prescore)
         return {"results": results[0]}
 
     return app
