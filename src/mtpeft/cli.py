@@ -48,6 +48,9 @@ def add_train_parser(sub: Any) -> None:
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--skip-bad-records", action="store_true", help="skip (and count) malformed records instead of stopping")
     p.add_argument("--no-bf16", action="store_true", help="train and evaluate in float32")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue a killed run from its last/ checkpoint (written every training.save_every_steps "
+                        "steps or save_every_minutes minutes), with the run's own saved config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in a non-empty --output folder (without it, such a folder is refused)")
@@ -72,10 +75,20 @@ def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 def run_train(args: argparse.Namespace) -> None:
     from mtpeft.recipes import train
 
-    data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
-    config = resolve_config(data, collect_overrides(args))
-    result = train(config, command="mtpeft " + shlex.join(portable_args(sys.argv[1:])),
-                   overwrite=args.overwrite, resume=bool(getattr(args, "resume", False)))
+    overrides = collect_overrides(args)
+    command = "mtpeft " + shlex.join(portable_args(sys.argv[1:]))
+    if args.resume:
+        from mtpeft.recipes import resume_config
+
+        # the run's own config; anything else given on the command line must not change it
+        requested = None
+        if args.config or args.tasks or overrides:
+            base = load_yaml(args.config or args.resume / "config.yaml")
+            requested = resolve_config(select_tasks(base, args.tasks), overrides)
+        result = train(resume_config(args.resume, requested), command=command, resume=True)
+    else:
+        data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
+        result = train(resolve_config(data, overrides), command=command, overwrite=args.overwrite)
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
     print(format_ledger(result["ledger"]))
     print(f"run directory: {result['run_dir']}")

@@ -77,6 +77,9 @@ class TrainingConfig:
     # multi-seed study train and are scored on the same examples
     data_seed: int = 42
     validate_every: int | None = None  # steps between validations; None: at the end of every epoch
+    save_every_steps: int | None = None  # write the resumable last/ checkpoint every N steps
+    save_every_minutes: float | None = None  # ... or every N minutes (either may be set, or both)
+    keep_last: bool = False  # keep last/ once the run has finished (it is removed by default)
     skip_bad_records: bool = False
     progress: bool = True
 

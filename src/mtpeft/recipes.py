@@ -33,7 +33,8 @@ from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
-from mtpeft.training.checkpoint import ADAPTER, HEADS, checkpoint_dir, load_heads, load_state, save_checkpoint
+from mtpeft.training.checkpoint import (ADAPTER, HEADS, checkpoint_dir, load_heads, load_last, load_state, remove_last,
+                                       save_checkpoint, save_last)
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
 from mtpeft.training.weightings import build_weighting
 
@@ -120,7 +121,8 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
 
 # what ``train`` writes into a run directory: --overwrite removes only these
 RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "data_report.json", "history.json",
-               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png", "tb")
+               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png",
+               "tb", "last", ".last.old")
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
@@ -160,9 +162,13 @@ def with_decisions(metrics: dict[str, Any], tasks: dict[str, Task]) -> dict[str,
 
 
 def train(config: RunConfig, command: str = "", overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Train, keep the best checkpoint, reload it from disk and evaluate valid + test sets."""
+    """Train, keep the best checkpoint, reload it from disk and evaluate the test sets.
+
+    ``resume``: continue the run in ``config.output_dir`` from its last/ checkpoint (the caller
+    passes the run's own saved config; see ``resume_config``)."""
     run_dir = Path(config.output_dir)
     prepare_run_dir(run_dir, overwrite, resume)
+    last = load_last(run_dir) if resume else None
     ledger = Ledger()
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
@@ -174,9 +180,11 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
     # written once data and model have loaded: a run that fails early leaves the folder as it was
-    save_config(config, run_dir / "config.yaml")
+    if not resume:  # a resumed run keeps its config; its command lines add up
+        save_config(config, run_dir / "config.yaml")
     if command:
-        atomic_write_text(run_dir / "command.txt", command + "\n")
+        previous = (run_dir / "command.txt").read_text(encoding="utf-8") if resume and (run_dir / "command.txt").exists() else ""
+        atomic_write_text(run_dir / "command.txt", previous + command + "\n")
     write_json(run_dir / "data_report.json", {"sizes": sizes} | skips.report())
     ledger.record_parameters(model.parameter_counts())
 
@@ -187,9 +195,11 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
 
     ctx = eval_context(config, model.backbone.tokenizer)
     trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb",
-                      phase=ledger.phase)
+                      phase=ledger.phase, save_last=lambda tensors, state: save_last(run_dir, tensors, state))
+    resumed_tokens = last[1]["progress"]["tokens"] if last else 0
     with ledger.phase("train_and_validate"):
-        result = trainer.fit()
+        result = trainer.fit(resume=last)
+    del last
     history = [dataclasses.asdict(r) for r in result.history]
     write_json(run_dir / "history.json", history)
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
@@ -225,7 +235,9 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "heads_bytes": (checkpoint_dir(run_dir) / "heads.safetensors").stat().st_size,
         "train_tokens": result.tokens,
         "train_seconds": round(train_seconds, 3),
-        "train_tokens_per_second": round(result.tokens / max(train_seconds, 1e-9), 1),
+        # this sitting only (a resumed run's earlier sittings had their own ledger)
+        "train_tokens_per_second": round((result.tokens - resumed_tokens) / max(train_seconds, 1e-9), 1),
+        "resumed": resume,
         "validation_seconds": ledger.phases.get("validate", 0.0),
         "validations": len(result.history),
         "skipped_records": skips.total,
@@ -233,6 +245,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ledger_dict = ledger.to_dict()
     write_json(run_dir / "ledger.json", ledger_dict)
     atomic_write_text(run_dir / "README.md", model_card(config.to_dict(), metrics, ledger_dict, sizes))
+    if not config.training.keep_last:
+        remove_last(run_dir)  # finished: nothing left to resume
     return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir),
             "trivial": trivial}
 
@@ -287,3 +301,37 @@ def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dic
         else:
             lines += [json.dumps({"task": name} | row) for row in rows]
     return lines, skips
+
+
+# config keys that may differ when a run is resumed: they do not change what is computed
+RESUME_FREE_KEYS = {("training", "progress"), ("training", "device"), ("output_dir",)}
+
+
+def resume_config(run_dir: Path, requested: RunConfig | None = None) -> RunConfig:
+    """The run's own saved config, for ``mtpeft train --resume``; a ``requested`` config (when the
+    command line also gave --config / --set) must equal it, or the resume is refused."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise MtpeftError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+    saved = from_dict(load_yaml(run_dir / "config.yaml"))
+    if requested is not None:
+        changed = config_differences(saved.to_dict(), requested.to_dict())
+        if changed:
+            raise MtpeftError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
+                              f"{', '.join(changed[:5])}; resume with the saved config (drop --config/--set) or start a new run")
+    saved.output_dir = str(run_dir)  # the directory may have moved since
+    if requested is not None:
+        saved.training.progress = requested.training.progress
+    return saved
+
+
+def config_differences(saved: dict[str, Any], requested: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ (keys in RESUME_FREE_KEYS excepted)."""
+    if path in RESUME_FREE_KEYS:
+        return []
+    if isinstance(saved, dict) and isinstance(requested, dict):
+        out: list[str] = []
+        for key in list(saved) + [k for k in requested if k not in saved]:
+            out += config_differences(saved.get(key), requested.get(key), path + (str(key),))
+        return out
+    return [] if saved == requested else [f"{'.'.join(path)} ({saved!r} -> {requested!r})"]
