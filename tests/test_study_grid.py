@@ -153,16 +153,17 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     assert (test_only.s_eval, test_only.eval_splits, test_only.fixed) == (30 / 200, 1, 0)
     assert estimate_cell(study, single, test_only) == pytest.approx(48 * 0.25 + 10 * 0.15)
     (run / "ledger.json").write_text(json.dumps(newer | {"wall_seconds": {"load_data": 1, "load_model": 2, "train_and_validate": 100, "reload": 1, "evaluate": 30}}))
-    table, total = dry_run(study, [run])
+    table, total = dry_run(study, [run], startup=5.0)
     assert "lora/pairs/flaky+search" in table and "earlier" in table
-    assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32)  # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4)
+    # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4), each + 5 s of process start-up
+    assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32 + 8 * 5)
 
 
 def test_dry_run_probe_and_cli(tmp_path, task_files, capsys):
     from mtpeft.cli import main
 
     path = write_study(tmp_path, task_files, regimes=["single", "multi"], weightings={})
-    table, total = dry_run(load_study(path), [tmp_path / "nothing"])
+    table, total = dry_run(load_study(path), [tmp_path / "nothing"], startup=0.0)
     assert total is None and "--probe-steps" in table
     assert main(["study", str(path), "--dry-run", "--probe-steps", "2", "--ledgers", str(tmp_path / "nothing")]) == 0
     out = capsys.readouterr().out
