@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import warnings
 import sys
@@ -95,14 +96,12 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def portable_args(argv: Sequence[str]) -> list[str]:
-    """The command line as recorded in a run folder: absolute paths inside the working folder are
-    written relative to it, so a committed run holds no machine's home folder."""
-    cwd = Path.cwd()
+    """The command line as recorded in a run folder: absolute paths are written relative to the
+    working folder (``../shared/data``), so a committed run holds no machine's folder names."""
     out = []
     for arg in argv:
-        path = Path(arg)
-        if path.is_absolute() and path.is_relative_to(cwd):
-            arg = str(path.relative_to(cwd)) or "."
+        if os.path.isabs(arg) and os.path.exists(arg):
+            arg = os.path.relpath(arg)
         out.append(arg)
     return out
 

@@ -227,7 +227,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
                                   "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)}, tasks)
     write_json(run_dir / "metrics.json", metrics)
     # what the test metrics must beat: majority class, all-positive, random ranking (same sets)
-    trivial = trivial_baselines({n: d.test for n, d in data.items()})
+    trivial = trivial_baselines(tasks, {n: d.test for n, d in data.items()})
     write_json(run_dir / "trivial_baselines.json", {"test": trivial})
     # training alone: the loop's wall time less its validations and checkpoint writes
     train_seconds = ledger.phases["train_and_validate"] - ledger.phases.get("validate", 0.0) - ledger.phases.get("save_last", 0.0)

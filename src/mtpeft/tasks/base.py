@@ -147,6 +147,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric used for checkpoint selection
+    higher_is_better: ClassVar[bool] = True  # the headline metric's direction (an error rate: False)
+    # the ``{placeholders}`` a prompting-baseline template of this task must contain (none: the
+    # prompting baseline does not know how to ask this task)
+    prompt_placeholders: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     # the programming languages of the task's data sets: inference marks other languages out of
     # domain (task option ``languages`` overrides it for a run trained on other data)
@@ -240,6 +244,10 @@ class Task(ABC):
 
     def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
         return self.score_from(evalset, self.outputs(model, evalset, ctx))
+
+    def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
+        """The metrics of a trivial predictor on this set (what a model must beat); default: none."""
+        return {}
 
     def calibrate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> None:
         """Fit decision parameters on VALIDATION data (one pass of its own; validation shares it)."""

@@ -15,7 +15,7 @@ from mtpeft.data import SkipCounter, binary_label, pick_text, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
-from mtpeft.evaluation.metrics import best_threshold
+from mtpeft.evaluation.metrics import accuracy, best_threshold, binary_f1
 from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, stratified_subsample, subsample
 from mtpeft.tasks.encoding import encode_texts
 
@@ -191,6 +191,12 @@ class BinaryTask(Task):
             labels = [e.label for e in evalset.data]
             weights = [evalset.class_weights.get(y, 1.0) for y in labels] if evalset.class_weights else None
             self.threshold = best_threshold(labels, outputs, self.metric, weights)
+
+    def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
+        """Always the majority class (accuracy) and always the positive class (F1 and the rest)."""
+        labels = np.array([e.label for e in evalset.data])
+        majority = int(labels.mean() >= 0.5) if len(labels) else 0
+        return accuracy(labels, np.full(len(labels), majority)) | binary_f1(labels, np.ones(len(labels), dtype=int))
 
     def score_from(self, evalset: EvalSet, outputs: np.ndarray) -> dict[str, float]:
         labels = np.array([e.label for e in evalset.data])

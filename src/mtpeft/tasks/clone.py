@@ -70,6 +70,7 @@ class CloneTask(BinaryTask):
     name = "clone"
     metric = "f1"
     description = "clone detection (BigCloneBench): pair of methods -> clone?; F1 at 0.5"
+    prompt_placeholders = ("code_a", "code_b")
     languages = ("java",)
     label_fields = ("label", "target")
     # ~77% of BigCloneBench pairs are clones. A class-weighted loss with the fixed 0.5 threshold

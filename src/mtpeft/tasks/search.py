@@ -21,7 +21,7 @@ from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl, read_r
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
-from mtpeft.evaluation.metrics import mrr
+from mtpeft.evaluation.metrics import mrr, random_ranking_mrr
 from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, subsample
 from mtpeft.tasks.registry import register_task
 
@@ -83,6 +83,7 @@ class SearchTask(Task):
     description = "code search (CodeSearchNet/AdvTest, CoSQA): query -> code; MRR over the whole set"
     languages = ("ruby", "python")
     option_names = ("scale", "query_max_len", "dim", "init")
+    prompt_placeholders = ("query", "code")
 
     @property
     def scale(self) -> float:
@@ -217,6 +218,10 @@ class SearchTask(Task):
 
     def outputs(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
         return self.embeddings(model, evalset.data, ctx, f"eval {evalset.name}")
+
+    def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
+        """A uniformly random ranking of the set's corpus."""
+        return {"mrr": random_ranking_mrr(len(evalset.data.corpus))}
 
     def score_from(self, evalset: EvalSet, outputs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         queries, codes = outputs
