@@ -156,8 +156,9 @@ class BinaryTask(Task):
         return model.heads[self.name](model.encode(batch["inputs"])).float()
 
     def loss(self, model: Any, batch: Batch) -> torch.Tensor:
-        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight)
-        return nn.functional.binary_cross_entropy_with_logits(self.logits(model, batch), batch["labels"], pos_weight=weight)
+        logits = self.logits(model, batch)
+        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"], pos_weight=weight)
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -169,10 +170,10 @@ class BinaryTask(Task):
         starts = range(0, len(order), ctx.batch_size)
         for start in tqdm(starts, desc=desc, leave=False, disable=not ctx.show_progress):
             index = order[start : start + ctx.batch_size]
-            batch = self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len)
+            batch = ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))
             with ctx.autocast():
                 logits = self.logits(model, batch)
-            probs[index] = torch.sigmoid(logits).numpy()
+            probs[index] = torch.sigmoid(logits).cpu().numpy()
         return probs
 
     def decide(self, probs: np.ndarray) -> np.ndarray:

@@ -200,10 +200,10 @@ class SearchTask(Task):
         for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
             index = order[start : start + ctx.batch_size]
             with ctx.autocast():
-                out = self.embed_batch(model, self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len))
+                out = self.embed_batch(model, ctx.to(self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len)))
             if vectors is None:
                 vectors = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
-            vectors[index] = out.float().numpy()
+            vectors[index] = out.float().cpu().numpy()
         return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
 
     def scores(self, model: Any, ranking: Ranking, ctx: EvalContext, desc: str) -> np.ndarray:
