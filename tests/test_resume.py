@@ -22,7 +22,9 @@ from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-RESUMABLE = {"epochs": 3, "steps_per_epoch": 4, "save_every_steps": 1, "keep_last": True, "validate_every": 3}
+# MTPEFT_TEST_DEVICE=cuda (scripts/gpu_check.sh) runs these on a GPU
+RESUMABLE = {"epochs": 3, "steps_per_epoch": 4, "save_every_steps": 1, "keep_last": True, "validate_every": 3,
+             "device": os.environ.get("MTPEFT_TEST_DEVICE", "cpu")}
 
 
 def assert_same_tensors(a: Path, b: Path) -> None:

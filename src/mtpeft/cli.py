@@ -32,6 +32,7 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
     ("--max-valid-per-task", "training.max_valid_per_task", int, "cap on validation examples per set (default: --max-eval-per-task)"),
     ("--seed", "training.seed", int, "random seed"),
+    ("--device", "training.device", str, "auto (CUDA when present) | cpu | cuda | cuda:N"),
     ("--output", "output_dir", str, "run directory"),
     ("--data", "vars.data", str, "root of the full data (${data} in configs; default ../shared/data)"),
 ]
@@ -108,7 +109,7 @@ def portable_args(argv: Sequence[str]) -> list[str]:
 def run_evaluate(args: argparse.Namespace) -> None:
     from mtpeft.recipes import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.output, args.data)
+    metrics = evaluate_run(args.run_dir, args.output, args.data, args.device)
     print(format_metrics(metrics))
 
 
@@ -118,7 +119,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
     names = [t.strip() for t in args.task.split(",") if t.strip()]
     lines, skips = predict(args.run_dir, names, args.file, {"functions": args.functions, "corpus": args.corpus},
-                           args.format, args.top_k, show_progress(args), args.skip_bad_records)
+                           args.format, args.top_k, show_progress(args), args.skip_bad_records, args.device)
     if skips.total:
         print(f"mtpeft: skipped {skips.total} malformed record(s): {skips.counts}", file=sys.stderr)
     text = "".join(line + "\n" for line in lines)
@@ -164,6 +165,7 @@ def add_predict_parser(sub: Any) -> None:
     p.add_argument("--corpus", default=None, help="search: rank the queries against this corpus file (idx, code)")
     p.add_argument("--skip-bad-records", action="store_true", help="skip (and count, on stderr) malformed records")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+    p.add_argument("--device", default=None, help="auto (CUDA when present, the default) | cpu | cuda | cuda:N")
     p.set_defaults(func=run_predict)
 
 
@@ -419,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=None, help="also write the metrics to this JSON file")
     p.add_argument("--data", default=None,
                    help="where ${data} is on this machine (default: the folder the run was trained with)")
+    p.add_argument("--device", default=None, help="auto (CUDA when present, the default) | cpu | cuda | cuda:N")
     p.set_defaults(func=run_evaluate)
     add_predict_parser(sub)
     p = sub.add_parser("report", help="a markdown table comparing finished run directories, or a study folder's report",

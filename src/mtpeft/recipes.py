@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from mtpeft.config import RunConfig, from_dict, load_yaml, save_config
 from mtpeft.data.jsonl import SkipCounter
 from mtpeft.tasks.loading import describe, load_task_data
+from mtpeft.device import resolve_device
 from mtpeft.errors import MtpeftError
 from mtpeft.fileio import atomic_write_text
 from mtpeft.evaluation.evaluate import evaluate_sets
@@ -55,8 +56,10 @@ def load_data(config: RunConfig, tasks: dict[str, Task], with_train: bool) -> tu
 
 def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     t = config.training
+    device = resolve_device(t.device)
     # progress bars only on a terminal: never in logs, CI output or redirected files
-    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress and sys.stderr.isatty())
+    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t, device),
+                       t.progress and sys.stderr.isatty(), device)
 
 
 def mark_legacy_joint_clone(config: RunConfig, ckpt: Path) -> None:
@@ -87,10 +90,11 @@ def run_config(run_dir: Path, ckpt: Path, data_root: str | None = None) -> RunCo
     return from_dict(load_yaml(run_dir / "config.yaml"), data_root)
 
 
-def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
+def load_run(run_dir: Path, data_root: str | None = None, device: str | None = None) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
     """Rebuild a trained model from its run directory (backbone reloaded, method + heads attached).
 
-    ``data_root`` replaces the ``${data}`` folder the run was trained with (a copied run folder)."""
+    ``data_root`` replaces the ``${data}`` folder the run was trained with (a copied run folder);
+    ``device`` (default auto) is where the model runs here, whatever the run was trained on."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MtpeftError(f"{run_dir}: not a run directory")
@@ -100,6 +104,8 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
     except (ValueError, OSError) as exc:  # a damaged state.json
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/state.json: {exc})") from None
     mark_legacy_joint_clone(config, ckpt)
+    config.training.device = device or "auto"
+    target = resolve_device(config.training.device)
     tasks = build_tasks(config)
     if not (ckpt / ADAPTER).is_dir():
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/{ADAPTER}/ is missing)")
@@ -115,6 +121,7 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
     state = load_state(ckpt)
     for name, task in tasks.items():
         task.load_state(state.get("tasks", {}).get(name, {}))
+    model.to(target)
     model.eval()
     return config, tasks, model
 
@@ -177,8 +184,10 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
     sizes = {name: describe(tasks[name], d) for name, d in data.items()}
+    device = resolve_device(config.training.device)  # before loading: a missing GPU fails at once
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
+        model.to(device)
     # written once data and model have loaded: a run that fails early leaves the folder as it was
     if not resume:  # a resumed run keeps its config; its command lines add up
         save_config(config, run_dir / "config.yaml")
@@ -208,7 +217,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
     with ledger.phase("reload"):
         del model, trainer
-        config_loaded, tasks, model = load_run(run_dir)
+        config_loaded, tasks, model = load_run(run_dir, device=config.training.device)
     with ledger.phase("evaluate_test"):
         # validation is not run again: its numbers are those of the best validation during training
         # (the checkpoint holds that model and the thresholds tuned then, so `mtpeft evaluate`
@@ -226,7 +235,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "backbone": config.backbone.name,
         "method": config.method.name,
         "tasks": list(tasks),
-        "bf16": use_bf16(config.training),
+        "bf16": use_bf16(config.training, device),
+        "device": str(device),
         "epochs": config.training.epochs,
         "steps": result.steps,
         "best_epoch": result.best_epoch,
@@ -251,10 +261,10 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
             "trivial": trivial}
 
 
-def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
     """Reload a run and recompute its valid and test metrics (written to ``output`` if given);
     ``data_root`` is where ``${data}`` is on this machine."""
-    config, tasks, model = load_run(run_dir, data_root)
+    config, tasks, model = load_run(run_dir, data_root, device)
     data, _ = load_data(config, tasks, with_train=False)
     metrics = test_and_valid_metrics(config, tasks, model, data)
     if output:
@@ -266,7 +276,8 @@ PREDICT_FORMATS = ("codexglue", "jsonl")
 
 
 def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dict[str, Any], fmt: str | None = None,
-            top_k: int = 100, progress: bool = False, skip_bad_records: bool = False) -> tuple[list[str], SkipCounter]:
+            top_k: int = 100, progress: bool = False, skip_bad_records: bool = False,
+            device: str | None = None) -> tuple[list[str], SkipCounter]:
     """Prediction lines of one or more tasks for one input file, over one model load.
 
     ``fmt`` codexglue: each task's CodeXGLUE prediction format (one task per call); jsonl: one JSON
@@ -291,7 +302,7 @@ def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dic
     readers = build_tasks(config)
     skips = SkipCounter(enabled=skip_bad_records or config.training.skip_bad_records)
     inputs = {name: readers[name].read_predict(Path(input_path), skips, options) for name in task_names}
-    config, tasks, model = load_run(run_dir)
+    config, tasks, model = load_run(run_dir, device=device)
     ctx = dataclasses.replace(eval_context(config, model.backbone.tokenizer), show_progress=progress)
     lines = []
     for name in task_names:
@@ -322,6 +333,7 @@ def resume_config(run_dir: Path, requested: RunConfig | None = None) -> RunConfi
     saved.output_dir = str(run_dir)  # the directory may have moved since
     if requested is not None:
         saved.training.progress = requested.training.progress
+        saved.training.device = requested.training.device
     return saved
 
 

@@ -36,9 +36,25 @@ class EvalContext:
     batch_size: int = 64
     bf16: bool = False
     show_progress: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def to(self, batch: Any) -> Any:
+        return to_device(batch, self.device)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Every tensor of a (nested) batch on ``device``; non-blocking, so a copy to a GPU overlaps
+    with the host's work (the CPU is a no-op)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True) if batch.device != device else batch
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 @dataclass
@@ -121,7 +137,7 @@ def in_length_order(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalCont
     for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
         index = order[start : start + ctx.batch_size]
         with ctx.autocast():
-            rows = run(index).float()
+            rows = run(index).float().cpu()
         if out is None:
             out = torch.zeros((len(texts), *rows.shape[1:]))
         out[index] = rows
@@ -131,7 +147,7 @@ def in_length_order(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalCont
 def pooled_states(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, encoding: Encoding, desc: str) -> torch.Tensor:
     """The pooled backbone state of every text (rows in ``texts`` order)."""
     return in_length_order(model, texts, ctx, lambda index: model.encode(
-        encode_texts([texts[i] for i in index], ctx.tokenizer, encoding)), desc)
+        ctx.to(encode_texts([texts[i] for i in index], ctx.tokenizer, encoding))), desc)
 
 
 class Task(ABC):

@@ -155,15 +155,16 @@ class BinaryTask(Task):
         return model.heads[self.name](model.encode(batch["inputs"])).float()
 
     def loss(self, model: Any, batch: Batch) -> torch.Tensor:
-        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight)
-        return nn.functional.binary_cross_entropy_with_logits(self.logits(model, batch), batch["labels"], pos_weight=weight)
+        logits = self.logits(model, batch)
+        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"], pos_weight=weight)
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def probabilities(self, model: Any, examples: Sequence[Example], ctx: EvalContext, desc: str) -> np.ndarray:
         """P(label = 1) for every example, in the examples' order."""
         def run(index: list[int]) -> torch.Tensor:
-            return torch.sigmoid(self.logits(model, self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len)))
+            return torch.sigmoid(self.logits(model, ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))))
 
         texts = [e.text + (e.text_b or "") for e in examples]
         return in_length_order(model, texts, ctx, run, desc).reshape(-1).double().numpy()

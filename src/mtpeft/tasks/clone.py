@@ -184,7 +184,7 @@ class CloneTask(BinaryTask):
         probs = []
         for start in range(0, len(examples), 4096):
             u, v = states[left[start : start + 4096]], states[right[start : start + 4096]]
-            probs.append(torch.sigmoid(head(u, v).float()))
+            probs.append(torch.sigmoid(head(ctx.to(u), ctx.to(v)).float()).cpu())
         return torch.cat(probs).double().numpy() if probs else np.zeros(0)
 
     def text_length(self, example: Example) -> int:

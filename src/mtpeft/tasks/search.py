@@ -194,7 +194,7 @@ class SearchTask(Task):
     @torch.no_grad()
     def embed(self, model: Any, texts: Sequence[str], ctx: EvalContext, max_len: int, desc: str) -> np.ndarray:
         def run(index: list[int]) -> torch.Tensor:
-            return self.embed_batch(model, self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len))
+            return self.embed_batch(model, ctx.to(self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len)))
 
         return in_length_order(model, texts, ctx, run, desc).numpy()
 

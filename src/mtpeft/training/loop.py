@@ -27,8 +27,8 @@ from mtpeft.config import TrainingConfig
 from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.evaluate import selection_score, validate_sets
 from mtpeft.model.multitask import MultiTaskModel
-from mtpeft.model.precision import bf16_supported
-from mtpeft.tasks.base import EvalContext, Task, TaskData
+from mtpeft.device import bf16_pays_off
+from mtpeft.tasks.base import EvalContext, Task, TaskData, to_device
 from mtpeft.training.batching import build_stream
 from mtpeft.training.resume import (Tensors, load_module, load_optimizer, load_rng, load_trainable, module_state,
                                     optimizer_state, rng_state, trainable_state)
@@ -42,8 +42,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_bf16(config: TrainingConfig) -> bool:
-    return config.bf16 and bf16_supported()
+def use_bf16(config: TrainingConfig, device: torch.device | None = None) -> bool:
+    """bf16 autocast where asked for and where it pays off on ``device`` (default: the CPU)."""
+    return config.bf16 and bf16_pays_off(device or torch.device("cpu"))
 
 
 def count_tokens(batch: Any) -> int:
@@ -149,7 +150,8 @@ class Trainer:
         self.log_dir = log_dir
         self.phase = phase or (lambda name: contextlib.nullcontext())  # times validation apart from training
         self.tokenizer = model.backbone.tokenizer
-        self.bf16 = use_bf16(config)
+        self.device = eval_ctx.device
+        self.bf16 = use_bf16(config, self.device)
         self.weighting = build_weighting(config.weighting, list(tasks), config.weighting_options)
         self.shared = list(model.backbone_parameters())  # what GradNorm measures gradients on (not heads)
         self.writer: SummaryWriter | None = None
@@ -239,11 +241,13 @@ class Trainer:
             state.examples_seen[name] = state.examples_seen.get(name, 0) + len(examples)
             batch = self.tasks[name].collate(examples, self.tokenizer, self.max_len)
             state.tokens += count_tokens(batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            batch = to_device(batch, self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = self.tasks[name].loss(self.model, batch).float()
             # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
-            # each task now so only one task's activations are alive at a time
-            self.weighting.term(name, loss).backward()
+            # each task now so only one task's activations are alive at a time. The loss
+            # weighting stays on the CPU (a few scalars); the loss comes to it.
+            self.weighting.term(name, loss.cpu()).backward()
             self.weighting.observe_gradients(name, self.shared)
             losses[name] = loss.item()
         penalty = self.weighting.regularizer()
