@@ -9,14 +9,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter, binary_label, pick_text, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import accuracy, best_threshold, binary_f1
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, stratified_subsample, subsample
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, in_length_order, stratified_subsample
 from mtpeft.tasks.encoding import encode_texts
 
 
@@ -164,17 +163,11 @@ class BinaryTask(Task):
     @torch.no_grad()
     def probabilities(self, model: Any, examples: Sequence[Example], ctx: EvalContext, desc: str) -> np.ndarray:
         """P(label = 1) for every example, in the examples' order."""
-        order = length_order([e.text + (e.text_b or "") for e in examples])
-        probs = np.zeros(len(examples), dtype=np.float64)
-        model.eval()
-        starts = range(0, len(order), ctx.batch_size)
-        for start in tqdm(starts, desc=desc, leave=False, disable=not ctx.show_progress):
-            index = order[start : start + ctx.batch_size]
-            batch = ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))
-            with ctx.autocast():
-                logits = self.logits(model, batch)
-            probs[index] = torch.sigmoid(logits).cpu().numpy()
-        return probs
+        def run(index: list[int]) -> torch.Tensor:
+            return torch.sigmoid(self.logits(model, ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))))
+
+        texts = [e.text + (e.text_b or "") for e in examples]
+        return in_length_order(model, texts, ctx, run, desc).reshape(-1).double().numpy()
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         return (probs >= self.threshold).astype(int)
