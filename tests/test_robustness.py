@@ -216,15 +216,15 @@ def test_a_collapsed_embedding_scores_the_worst_mrr_not_the_best():
 # ---- item 9: capped search sets rank against every code --------------------------------------------
 def test_a_capped_pair_search_set_keeps_its_whole_corpus(tmp_path, task_files):
     from mtpeft.config import resolve_config
-    from mtpeft.evaluation.trivial import trivial_metrics
     from mtpeft.recipes import build_tasks, load_data
 
     config = resolve_config(tiny_config({"search": task_files["search"]}, tmp_path / "run", max_eval_per_task=3))
-    data, _ = load_data(config, build_tasks(config), with_train=False)
+    tasks = build_tasks(config)
+    data, _ = load_data(config, tasks, with_train=False)
     test = {s.name: s for s in data["search"].test}["search"].data
     assert len(test.queries) == 3 and len(test.corpus) == 10
     assert [test.corpus_ids[a] for a in test.answers] == test.query_ids  # each query still finds its code
-    assert trivial_metrics(data["search"].test[0])["mrr"] < 0.3  # random ranking among 10, not among 3
+    assert tasks["search"].trivial_metrics(data["search"].test[0])["mrr"] < 0.3  # random ranking among 10, not among 3
 
 
 # ---- item 10: threshold tuning ---------------------------------------------------------------------
@@ -301,3 +301,89 @@ def test_gradient_clipping_includes_the_loss_weights(tmp_path, task_files, monke
     train(config)
     (weights,) = list(made[0].parameters())
     assert clipped and any(p is weights for p in clipped[0])
+
+
+# ---- item 5: seeds ---------------------------------------------------------------------------------
+def test_building_the_tiny_backbone_does_not_reseed_the_caller(tmp_path):
+    from mtpeft.model.tiny import build_tiny_backbone
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    build_tiny_backbone(tmp_path / "tiny", "bert")
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_data_seed_fixes_the_evaluation_sets_whatever_the_training_seed(tmp_path, task_files):
+    from mtpeft.config import resolve_config
+    from mtpeft.recipes import build_tasks, load_data
+
+    def sets(**training):
+        config = resolve_config(tiny_config(task_files, tmp_path / "run", max_eval_per_task=5, max_train_per_task=10, **training))
+        data, _ = load_data(config, build_tasks(config), with_train=True)
+        held = data["search"].valid[0].data.query_ids
+        return held, [e.id for e in data["defect"].test[0].data], [e.id for e in data["defect"].train]
+
+    assert sets(seed=1) == sets(seed=2)
+    assert sets(seed=1, data_seed=1)[0] != sets(seed=1, data_seed=2)[0]
+
+
+# ---- item 6: durability ----------------------------------------------------------------------------
+def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
+    from mtpeft.config import resolve_config, save_config
+
+    path = tmp_path / "config.yaml"
+    save_config(resolve_config({}), path)
+    before = path.read_text()
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_config(resolve_config({}, [("training.epochs", 9)]), path)
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_the_run_folder_is_fsynced_after_the_checkpoint_rename(tmp_path, task_files, monkeypatch):
+    from mtpeft.config import resolve_config
+    from mtpeft.model.build import build_model
+    from mtpeft.recipes import build_tasks
+    from mtpeft.training import checkpoint
+
+    config = resolve_config(tiny_config({"defect": task_files["defect"]}, tmp_path / "run"))
+    model, method = build_model(config, build_tasks(config))
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    run = tmp_path / "run"
+    checkpoint.save_checkpoint(run, model, method, {}, {"epoch": 1})
+    assert str(run) in synced  # the folder whose entries the renames changed
+
+
+# ---- item 7: portable run folders ------------------------------------------------------------------
+def test_a_copied_run_folder_evaluates_with_its_data_elsewhere(tmp_path, capsys):
+    from tests.conftest import tiny_task_files
+
+    data = tmp_path / "data"
+    tiny_task_files(data)
+    files = {"defect": {"train": "${data}/defect.jsonl.gz", "valid": "${data}/defect_v.jsonl", "test": "${data}/defect_t.jsonl"},
+             "search": {"train": "${data}/search.jsonl", "test": "${data}/search_t.jsonl"}}
+    config = tmp_path / "run.yaml"
+    body = tiny_config(files, tmp_path / "run", bf16=False)
+    body["training"] |= {"epochs": 1, "steps_per_epoch": 2}
+    config.write_text(yaml.safe_dump(body))
+    assert main(["train", "--config", str(config), "--data", str(data)]) == 0
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    saved = (run / "config.yaml").read_text()
+    assert "${data}/defect.jsonl.gz" in saved and str(data) not in saved.replace(f"data: {data}", "")
+    assert yaml.safe_load(saved)["vars"]["data"] == str(data)  # the root, recorded once, replaceable
+    assert json.loads((run / "checkpoint/adapter/adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-bert"
+    assert not any(arg.startswith("/") for arg in (run / "command.txt").read_text().split())
+    assert "${data}/defect.jsonl.gz" in (run / "README.md").read_text()
+
+    # another machine: the run folder copied, the data somewhere else
+    elsewhere = tmp_path / "machine2"
+    shutil.copytree(run, elsewhere / "run")
+    shutil.move(str(data), str(elsewhere / "corpus"))
+    shutil.rmtree(run)
+    assert main(["evaluate", str(elsewhere / "run"), "--data", str(elsewhere / "corpus"), "-o", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["test"] == metrics["test"]
+    assert main(["evaluate", str(elsewhere / "run")]) == 2  # the old data root is gone: one clear line
+    assert "file not found" in one_line_error(capsys)

@@ -12,7 +12,7 @@ from conftest import tiny_config
 from mtpeft.errors import MtpeftError
 from mtpeft.study.config import load_study
 from mtpeft.study.estimate import Rate, dry_run, estimate_cell, rate_from_run
-from mtpeft.study.grid import cell_config, cell_state, plan, read_status, run_grid
+from mtpeft.study.grid import cell_config, cell_state, in_process_train, plan, read_status, run_grid
 
 
 def write_study(tmp_path: Path, task_files: dict, **study) -> Path:
@@ -65,16 +65,15 @@ def test_bad_study_configs_stop_with_one_line(tmp_path, task_files):
 
 
 def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(tmp_path, task_files):
-    from mtpeft.recipes import train as real_train
-
+    real_train = in_process_train
     study = load_study(write_study(tmp_path, task_files))
     calls: list[str] = []
 
-    def flaky_train(config, command=""):
+    def flaky_train(config, command="", resume=False):
         calls.append(config.output_dir)
         if config.output_dir.endswith("pairs/defect+search"):
             raise RuntimeError("disk full (simulated)")
-        return real_train(config, command)
+        return real_train(config, command, resume)
 
     outcome = run_grid(study, flaky_train, log=lambda _: None)
     assert len(outcome) == 8 and outcome["lora/pairs/defect+search"] == "failed"
@@ -104,18 +103,17 @@ def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(
 
 
 def real_train_recording(calls, real_train):
-    def train(config, command=""):
+    def train(config, command="", resume=False):
         calls.append(config.output_dir)
-        return real_train(config, command)
+        return real_train(config, command, resume)
     return train
 
 
-def test_a_killed_cell_is_run_again_from_scratch(tmp_path, task_files):
-    from mtpeft.recipes import train as real_train
-
+def test_a_killed_cell_without_a_last_checkpoint_is_run_again_from_scratch(tmp_path, task_files):
+    real_train = in_process_train
     study = load_study(write_study(tmp_path, task_files, regimes=["single"]))
 
-    def killed_after_writing(config, command=""):
+    def killed_after_writing(config, command="", resume=False):
         Path(config.output_dir, "config.yaml").write_text("half", encoding="utf-8")
         Path(config.output_dir, "stale.txt").write_text("x", encoding="utf-8")
         raise KeyboardInterrupt  # as Ctrl-C or a kill: the grid stops, the cell stays "running"
@@ -127,6 +125,66 @@ def test_a_killed_cell_is_run_again_from_scratch(tmp_path, task_files):
     outcome = run_grid(study, real_train, log=lambda _: None)
     assert outcome == {"lora/single/defect": "done", "lora/single/flaky": "done", "lora/single/search": "done"}
     assert not (cell / "stale.txt").exists() and read_status(cell)["previous"] == "interrupted"
+    assert read_status(cell)["resumed"] is False
+
+
+RESUMABLE = {"epochs": 3, "steps_per_epoch": 4}
+SAVE_EVERY_STEP = {"training.save_every_steps": 1}
+
+
+def test_a_killed_cell_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path, task_files, monkeypatch):
+    from mtpeft.training import loop
+
+    def study_in(folder: str, **extra):
+        return load_study(write_study(tmp_path, task_files, regimes=["single"], tasks=["defect"], budget=RESUMABLE,
+                                      output_dir=str(tmp_path / folder), set=SAVE_EVERY_STEP, **extra))
+
+    whole = study_in("whole")
+    assert run_grid(whole, in_process_train, log=lambda _: None) == {"lora/single/defect": "done"}
+    killed = study_in("killed")
+    original, calls = loop.Trainer.train_step, {"n": 0}
+
+    def killed_at_step_7(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt  # as if killed: steps 1-6 are in last/
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(killed, in_process_train, log=lambda _: None)
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    cell = killed.output_dir / "lora/single/defect"
+    assert cell_state(cell) == "interrupted" and (cell / "last").is_dir()
+    assert run_grid(killed, in_process_train, log=lambda _: None) == {"lora/single/defect": "done"}
+    assert read_status(cell)["resumed"] is True and json.loads((cell / "ledger.json").read_text())["resumed"] is True
+    reference = whole.output_dir / "lora/single/defect"
+    for name in ("metrics.json", "history.json"):
+        assert json.loads((cell / name).read_text()) == json.loads((reference / name).read_text()), name
+
+
+def test_a_killed_cell_whose_study_changed_starts_again(tmp_path, task_files, monkeypatch):
+    from mtpeft.training import loop
+
+    study = load_study(write_study(tmp_path, task_files, regimes=["single"], tasks=["defect"], budget=RESUMABLE, set=SAVE_EVERY_STEP))
+    original, calls = loop.Trainer.train_step, {"n": 0}
+
+    def killed_at_step_4(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(study, in_process_train, log=lambda _: None)
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    cell = study.output_dir / "lora/single/defect"
+    assert (cell / "last").is_dir()
+    changed = load_study(write_study(tmp_path, task_files, regimes=["single"], tasks=["defect"], budget=RESUMABLE,
+                                     set=SAVE_EVERY_STEP | {"training.lr": 0.002}))
+    assert run_grid(changed, in_process_train, log=lambda _: None) == {"lora/single/defect": "done"}
+    assert read_status(cell)["resumed"] is False and json.loads((cell / "ledger.json").read_text())["resumed"] is False
 
 
 def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, task_files):
@@ -153,16 +211,17 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     assert (test_only.s_eval, test_only.eval_splits, test_only.fixed) == (30 / 200, 1, 0)
     assert estimate_cell(study, single, test_only) == pytest.approx(48 * 0.25 + 10 * 0.15)
     (run / "ledger.json").write_text(json.dumps(newer | {"wall_seconds": {"load_data": 1, "load_model": 2, "train_and_validate": 100, "reload": 1, "evaluate": 30}}))
-    table, total = dry_run(study, [run])
+    table, total = dry_run(study, [run], startup=5.0)
     assert "lora/pairs/flaky+search" in table and "earlier" in table
-    assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32)  # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4)
+    # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4), each + 5 s of process start-up
+    assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32 + 8 * 5)
 
 
 def test_dry_run_probe_and_cli(tmp_path, task_files, capsys):
     from mtpeft.cli import main
 
     path = write_study(tmp_path, task_files, regimes=["single", "multi"], weightings={})
-    table, total = dry_run(load_study(path), [tmp_path / "nothing"])
+    table, total = dry_run(load_study(path), [tmp_path / "nothing"], startup=0.0)
     assert total is None and "--probe-steps" in table
     assert main(["study", str(path), "--dry-run", "--probe-steps", "2", "--ledgers", str(tmp_path / "nothing")]) == 0
     out = capsys.readouterr().out

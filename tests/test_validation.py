@@ -59,6 +59,7 @@ def test_ledger_reports_training_alone_validation_time_and_memory_per_phase(tmp_
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
     wall = ledger["wall_seconds"]
     assert 0 < ledger["validation_seconds"] == wall["validate"] < wall["train_and_validate"]
+    assert "save_last" not in wall  # no resumable checkpoint unless asked for
     assert ledger["train_seconds"] == pytest.approx(wall["train_and_validate"] - wall["validate"], abs=2e-3)
     assert ledger["train_tokens_per_second"] == pytest.approx(ledger["train_tokens"] / ledger["train_seconds"], rel=1e-2)
     for phase in ("load_data", "load_model", "validate", "train_and_validate", "evaluate_test"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import warnings
 import sys
@@ -31,6 +32,7 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--max-eval-per-task", "training.max_eval_per_task", int, "cap on evaluation examples (queries) per set"),
     ("--max-valid-per-task", "training.max_valid_per_task", int, "cap on validation examples per set (default: --max-eval-per-task)"),
     ("--seed", "training.seed", int, "random seed"),
+    ("--device", "training.device", str, "auto (CUDA when present) | cpu | cuda | cuda:N"),
     ("--output", "output_dir", str, "run directory"),
     ("--data", "vars.data", str, "root of the full data (${data} in configs; default ../shared/data)"),
 ]
@@ -47,6 +49,9 @@ def add_train_parser(sub: Any) -> None:
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--skip-bad-records", action="store_true", help="skip (and count) malformed records instead of stopping")
     p.add_argument("--no-bf16", action="store_true", help="train and evaluate in float32")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue a killed run from its last/ checkpoint (written every training.save_every_steps "
+                        "steps or save_every_minutes minutes), with the run's own saved config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in a non-empty --output folder (without it, such a folder is refused)")
@@ -71,24 +76,32 @@ def collect_overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 def run_train(args: argparse.Namespace) -> None:
     from mtpeft.recipes import train
 
-    data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
-    config = resolve_config(data, collect_overrides(args))
-    result = train(config, command="mtpeft " + shlex.join(portable_args(sys.argv[1:])),
-                   overwrite=args.overwrite, resume=bool(getattr(args, "resume", False)))
+    overrides = collect_overrides(args)
+    command = "mtpeft " + shlex.join(portable_args(sys.argv[1:]))
+    if args.resume:
+        from mtpeft.recipes import resume_config
+
+        # the run's own config; anything else given on the command line must not change it
+        requested = None
+        if args.config or args.tasks or overrides:
+            base = load_yaml(args.config or args.resume / "config.yaml")
+            requested = resolve_config(select_tasks(base, args.tasks), overrides)
+        result = train(resume_config(args.resume, requested), command=command, resume=True)
+    else:
+        data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
+        result = train(resolve_config(data, overrides), command=command, overwrite=args.overwrite)
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
     print(format_ledger(result["ledger"]))
     print(f"run directory: {result['run_dir']}")
 
 
 def portable_args(argv: Sequence[str]) -> list[str]:
-    """The command line as recorded in a run folder: absolute paths inside the working folder are
-    written relative to it, so a committed run holds no machine's home folder."""
-    cwd = Path.cwd()
+    """The command line as recorded in a run folder: absolute paths are written relative to the
+    working folder (``../shared/data``), so a committed run holds no machine's folder names."""
     out = []
     for arg in argv:
-        path = Path(arg)
-        if path.is_absolute() and path.is_relative_to(cwd):
-            arg = str(path.relative_to(cwd)) or "."
+        if os.path.isabs(arg) and os.path.exists(arg):
+            arg = os.path.relpath(arg)
         out.append(arg)
     return out
 
@@ -96,7 +109,7 @@ def portable_args(argv: Sequence[str]) -> list[str]:
 def run_evaluate(args: argparse.Namespace) -> None:
     from mtpeft.recipes import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.output, args.data)
+    metrics = evaluate_run(args.run_dir, args.output, args.data, args.device)
     print(format_metrics(metrics))
 
 
@@ -106,7 +119,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
     names = [t.strip() for t in args.task.split(",") if t.strip()]
     lines, skips = predict(args.run_dir, names, args.file, {"functions": args.functions, "corpus": args.corpus},
-                           args.format, args.top_k, show_progress(args), args.skip_bad_records)
+                           args.format, args.top_k, show_progress(args), args.skip_bad_records, args.device)
     if skips.total:
         print(f"mtpeft: skipped {skips.total} malformed record(s): {skips.counts}", file=sys.stderr)
     text = "".join(line + "\n" for line in lines)
@@ -152,6 +165,7 @@ def add_predict_parser(sub: Any) -> None:
     p.add_argument("--corpus", default=None, help="search: rank the queries against this corpus file (idx, code)")
     p.add_argument("--skip-bad-records", action="store_true", help="skip (and count, on stderr) malformed records")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+    p.add_argument("--device", default=None, help="auto (CUDA when present, the default) | cpu | cuda | cuda:N")
     p.set_defaults(func=run_predict)
 
 
@@ -411,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=None, help="also write the metrics to this JSON file")
     p.add_argument("--data", default=None,
                    help="where ${data} is on this machine (default: the folder the run was trained with)")
+    p.add_argument("--device", default=None, help="auto (CUDA when present, the default) | cpu | cuda | cuda:N")
     p.set_defaults(func=run_evaluate)
     add_predict_parser(sub)
     p = sub.add_parser("report", help="a markdown table comparing finished run directories, or a study folder's report",

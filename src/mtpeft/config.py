@@ -26,7 +26,7 @@ class BackboneConfig:
     max_len: int = 256
     attention_dropout: float | None = 0.0  # None keeps the model's (see model/backbone.set_dropout)
     hidden_dropout: float | None = None  # None keeps the model's
-    frozen_bf16: bool = True  # frozen weights stored in bf16 once, where bf16 autocast runs
+    frozen_bf16: bool = False  # store frozen weights in bf16 once (with bf16 autocast; pair it with pad_multiple: results/perf)
     window_pool: str = "mean"  # how the windows of a long text are combined (task option windows)
 
 
@@ -77,6 +77,10 @@ class TrainingConfig:
     # multi-seed study train and are scored on the same examples
     data_seed: int = 42
     validate_every: int | None = None  # steps between validations; None: at the end of every epoch
+    save_every_steps: int | None = None  # write the resumable last/ checkpoint every N steps
+    save_every_minutes: float | None = None  # ... or every N minutes (either may be set, or both)
+    keep_last: bool = False  # keep last/ once the run has finished (it is removed by default)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     skip_bad_records: bool = False
     progress: bool = True
 

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from mtpeft.config import RunConfig, from_dict, load_yaml, save_config
 from mtpeft.data.jsonl import SkipCounter
 from mtpeft.tasks.loading import describe, load_task_data
+from mtpeft.device import resolve_device
 from mtpeft.errors import MtpeftError
 from mtpeft.fileio import atomic_write_text
 from mtpeft.evaluation.evaluate import evaluate_sets
@@ -33,7 +34,8 @@ from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.plots import learning_curve, loss_weights_plot
 from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
-from mtpeft.training.checkpoint import ADAPTER, HEADS, checkpoint_dir, load_heads, load_state, save_checkpoint
+from mtpeft.training.checkpoint import (ADAPTER, HEADS, checkpoint_dir, load_heads, load_last, load_state, remove_last,
+                                       save_checkpoint, save_last)
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
 from mtpeft.training.weightings import build_weighting
 
@@ -54,8 +56,10 @@ def load_data(config: RunConfig, tasks: dict[str, Task], with_train: bool) -> tu
 
 def eval_context(config: RunConfig, tokenizer: Any) -> EvalContext:
     t = config.training
+    device = resolve_device(t.device)
     # progress bars only on a terminal: never in logs, CI output or redirected files
-    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t), t.progress and sys.stderr.isatty())
+    return EvalContext(tokenizer, config.backbone.max_len, t.eval_batch_size, use_bf16(t, device),
+                       t.progress and sys.stderr.isatty(), device)
 
 
 def mark_legacy_joint_clone(config: RunConfig, ckpt: Path) -> None:
@@ -86,10 +90,11 @@ def run_config(run_dir: Path, ckpt: Path, data_root: str | None = None) -> RunCo
     return from_dict(load_yaml(run_dir / "config.yaml"), data_root)
 
 
-def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
+def load_run(run_dir: Path, data_root: str | None = None, device: str | None = None) -> tuple[RunConfig, dict[str, Task], MultiTaskModel]:
     """Rebuild a trained model from its run directory (backbone reloaded, method + heads attached).
 
-    ``data_root`` replaces the ``${data}`` folder the run was trained with (a copied run folder)."""
+    ``data_root`` replaces the ``${data}`` folder the run was trained with (a copied run folder);
+    ``device`` (default auto) is where the model runs here, whatever the run was trained on."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MtpeftError(f"{run_dir}: not a run directory")
@@ -99,6 +104,8 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
     except (ValueError, OSError) as exc:  # a damaged state.json
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/state.json: {exc})") from None
     mark_legacy_joint_clone(config, ckpt)
+    config.training.device = device or "auto"
+    target = resolve_device(config.training.device)
     tasks = build_tasks(config)
     if not (ckpt / ADAPTER).is_dir():
         raise MtpeftError(f"{run_dir}: damaged checkpoint ({ckpt.name}/{ADAPTER}/ is missing)")
@@ -114,13 +121,15 @@ def load_run(run_dir: Path, data_root: str | None = None) -> tuple[RunConfig, di
     state = load_state(ckpt)
     for name, task in tasks.items():
         task.load_state(state.get("tasks", {}).get(name, {}))
+    model.to(target)
     model.eval()
     return config, tasks, model
 
 
 # what ``train`` writes into a run directory: --overwrite removes only these
 RUN_OUTPUTS = ("config.yaml", "command.txt", "checkpoint", ".checkpoint.old", "data_report.json", "history.json",
-               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png", "tb")
+               "metrics.json", "trivial_baselines.json", "ledger.json", "README.md", "learning_curve.png", "loss_weights.png",
+               "tb", "last", ".last.old")
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> None:
@@ -160,9 +169,13 @@ def with_decisions(metrics: dict[str, Any], tasks: dict[str, Task]) -> dict[str,
 
 
 def train(config: RunConfig, command: str = "", overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Train, keep the best checkpoint, reload it from disk and evaluate valid + test sets."""
+    """Train, keep the best checkpoint, reload it from disk and evaluate the test sets.
+
+    ``resume``: continue the run in ``config.output_dir`` from its last/ checkpoint (the caller
+    passes the run's own saved config; see ``resume_config``)."""
     run_dir = Path(config.output_dir)
     prepare_run_dir(run_dir, overwrite, resume)
+    last = load_last(run_dir) if resume else None
     ledger = Ledger()
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
@@ -171,12 +184,16 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
     sizes = {name: describe(tasks[name], d) for name, d in data.items()}
+    device = resolve_device(config.training.device)  # before loading: a missing GPU fails at once
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
+        model.to(device)
     # written once data and model have loaded: a run that fails early leaves the folder as it was
-    save_config(config, run_dir / "config.yaml")
+    if not resume:  # a resumed run keeps its config; its command lines add up
+        save_config(config, run_dir / "config.yaml")
     if command:
-        atomic_write_text(run_dir / "command.txt", command + "\n")
+        previous = (run_dir / "command.txt").read_text(encoding="utf-8") if resume and (run_dir / "command.txt").exists() else ""
+        atomic_write_text(run_dir / "command.txt", previous + command + "\n")
     write_json(run_dir / "data_report.json", {"sizes": sizes} | skips.report())
     ledger.record_parameters(model.parameter_counts())
 
@@ -187,9 +204,11 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
 
     ctx = eval_context(config, model.backbone.tokenizer)
     trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb",
-                      phase=ledger.phase)
+                      phase=ledger.phase, save_last=lambda tensors, state: save_last(run_dir, tensors, state))
+    resumed_tokens = last[1]["progress"]["tokens"] if last else 0
     with ledger.phase("train_and_validate"):
-        result = trainer.fit()
+        result = trainer.fit(resume=last)
+    del last
     history = [dataclasses.asdict(r) for r in result.history]
     write_json(run_dir / "history.json", history)
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
@@ -198,7 +217,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
     with ledger.phase("reload"):
         del model, trainer
-        config_loaded, tasks, model = load_run(run_dir)
+        config_loaded, tasks, model = load_run(run_dir, device=config.training.device)
     with ledger.phase("evaluate_test"):
         # validation is not run again: its numbers are those of the best validation during training
         # (the checkpoint holds that model and the thresholds tuned then, so `mtpeft evaluate`
@@ -208,7 +227,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
                                   "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)}, tasks)
     write_json(run_dir / "metrics.json", metrics)
     # what the test metrics must beat: majority class, all-positive, random ranking (same sets)
-    trivial = trivial_baselines({n: d.test for n, d in data.items()})
+    trivial = trivial_baselines(tasks, {n: d.test for n, d in data.items()})
     write_json(run_dir / "trivial_baselines.json", {"test": trivial})
     # training alone: the loop's wall time less its validations and checkpoint writes
     train_seconds = ledger.phases["train_and_validate"] - ledger.phases.get("validate", 0.0) - ledger.phases.get("save_last", 0.0)
@@ -216,7 +235,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "backbone": config.backbone.name,
         "method": config.method.name,
         "tasks": list(tasks),
-        "bf16": use_bf16(config.training),
+        "bf16": use_bf16(config.training, device),
+        "device": str(device),
         "epochs": config.training.epochs,
         "steps": result.steps,
         "best_epoch": result.best_epoch,
@@ -225,7 +245,9 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "heads_bytes": (checkpoint_dir(run_dir) / "heads.safetensors").stat().st_size,
         "train_tokens": result.tokens,
         "train_seconds": round(train_seconds, 3),
-        "train_tokens_per_second": round(result.tokens / max(train_seconds, 1e-9), 1),
+        # this sitting only (a resumed run's earlier sittings had their own ledger)
+        "train_tokens_per_second": round((result.tokens - resumed_tokens) / max(train_seconds, 1e-9), 1),
+        "resumed": resume,
         "validation_seconds": ledger.phases.get("validate", 0.0),
         "validations": len(result.history),
         "skipped_records": skips.total,
@@ -233,14 +255,16 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ledger_dict = ledger.to_dict()
     write_json(run_dir / "ledger.json", ledger_dict)
     atomic_write_text(run_dir / "README.md", model_card(config.to_dict(), metrics, ledger_dict, sizes))
+    if not config.training.keep_last:
+        remove_last(run_dir)  # finished: nothing left to resume
     return {"metrics": metrics, "ledger": ledger_dict, "run_dir": str(run_dir),
             "trivial": trivial}
 
 
-def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
     """Reload a run and recompute its valid and test metrics (written to ``output`` if given);
     ``data_root`` is where ``${data}`` is on this machine."""
-    config, tasks, model = load_run(run_dir, data_root)
+    config, tasks, model = load_run(run_dir, data_root, device)
     data, _ = load_data(config, tasks, with_train=False)
     metrics = test_and_valid_metrics(config, tasks, model, data)
     if output:
@@ -252,7 +276,8 @@ PREDICT_FORMATS = ("codexglue", "jsonl")
 
 
 def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dict[str, Any], fmt: str | None = None,
-            top_k: int = 100, progress: bool = False, skip_bad_records: bool = False) -> tuple[list[str], SkipCounter]:
+            top_k: int = 100, progress: bool = False, skip_bad_records: bool = False,
+            device: str | None = None) -> tuple[list[str], SkipCounter]:
     """Prediction lines of one or more tasks for one input file, over one model load.
 
     ``fmt`` codexglue: each task's CodeXGLUE prediction format (one task per call); jsonl: one JSON
@@ -277,7 +302,7 @@ def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dic
     readers = build_tasks(config)
     skips = SkipCounter(enabled=skip_bad_records or config.training.skip_bad_records)
     inputs = {name: readers[name].read_predict(Path(input_path), skips, options) for name in task_names}
-    config, tasks, model = load_run(run_dir)
+    config, tasks, model = load_run(run_dir, device=device)
     ctx = dataclasses.replace(eval_context(config, model.backbone.tokenizer), show_progress=progress)
     lines = []
     for name in task_names:
@@ -287,3 +312,38 @@ def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dic
         else:
             lines += [json.dumps({"task": name} | row) for row in rows]
     return lines, skips
+
+
+# config keys that may differ when a run is resumed: they do not change what is computed
+RESUME_FREE_KEYS = {("training", "progress"), ("training", "device"), ("output_dir",)}
+
+
+def resume_config(run_dir: Path, requested: RunConfig | None = None) -> RunConfig:
+    """The run's own saved config, for ``mtpeft train --resume``; a ``requested`` config (when the
+    command line also gave --config / --set) must equal it, or the resume is refused."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise MtpeftError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+    saved = from_dict(load_yaml(run_dir / "config.yaml"))
+    if requested is not None:
+        changed = config_differences(saved.to_dict(), requested.to_dict())
+        if changed:
+            raise MtpeftError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
+                              f"{', '.join(changed[:5])}; resume with the saved config (drop --config/--set) or start a new run")
+    saved.output_dir = str(run_dir)  # the directory may have moved since
+    if requested is not None:
+        saved.training.progress = requested.training.progress
+        saved.training.device = requested.training.device
+    return saved
+
+
+def config_differences(saved: dict[str, Any], requested: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ (keys in RESUME_FREE_KEYS excepted)."""
+    if path in RESUME_FREE_KEYS:
+        return []
+    if isinstance(saved, dict) and isinstance(requested, dict):
+        out: list[str] = []
+        for key in list(saved) + [k for k in requested if k not in saved]:
+            out += config_differences(saved.get(key), requested.get(key), path + (str(key),))
+        return out
+    return [] if saved == requested else [f"{'.'.join(path)} ({saved!r} -> {requested!r})"]

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
+COMMON_METRICS = ("accuracy", "f1", "precision", "recall", "mrr")
+
+
 def format_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
     """One row per split and set; ``trivial`` rows (majority / all-positive / random ranking) if given."""
     sets = sorted({name for split in ("valid", "test", "trivial") for name in metrics.get(split, {})})
-    names = ["accuracy", "f1", "precision", "recall", "mrr"]
+    found = {m for split in ("valid", "test", "trivial") for values in metrics.get(split, {}).values() for m in values}
+    names = [n for n in COMMON_METRICS if n in found] + sorted(found - set(COMMON_METRICS))  # any task's metrics
     header = f"{'split':<6} {'set':<16} " + " ".join(f"{n:>9}" for n in names)
     lines = [header, "-" * len(header)]
     for split in ("valid", "test", "trivial"):
@@ -37,13 +41,30 @@ def format_ledger(ledger: dict[str, Any]) -> str:
 # phases timed inside train_and_validate (not added to the total)
 NESTED_PHASES = ("validate", "save_last")
 
+def headline_metric(set_name: str) -> str | None:
+    """A set's headline metric: its task's (``search/cosqa`` -> search's); None for unknown tasks."""
+    from mtpeft.tasks import TASKS  # (here: the tables of finished runs need no torch otherwise)
+
+    task = set_name.split("/", 1)[0]
+    return TASKS.get(task).metric if task in TASKS else None
+
+
+def headline_columns(set_names: list[str]) -> list[tuple[str, str]]:
+    return [(s, m) for s in set_names if (m := headline_metric(s))]
+
+
+# the columns of the built-in study's reports (study/report.py); runs_table finds its columns in
+# the runs themselves and asks each set's task for its headline metric
 HEADLINE = [("defect", "accuracy"), ("clone", "f1"), ("search", "mrr"), ("search/cosqa", "mrr"), ("flaky", "f1")]
 
 
 def runs_table(runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    """A markdown table comparing runs: name -> (metrics.json, ledger.json)."""
-    head = "| run | method | trainable % | adapter bytes | threads | train s | total s | " + " | ".join(f"{s} {m}" for s, m in HEADLINE) + " |"
-    lines = [head, "|" + "---|" * (7 + len(HEADLINE))]
+    """A markdown table comparing runs: name -> (metrics.json, ledger.json); one column per test set
+    of any run (first-seen order), showing its task's headline metric."""
+    sets = list(dict.fromkeys(s for metrics, _ in runs.values() for s in metrics.get("test", {})))
+    columns = headline_columns(sets)
+    head = "| run | method | trainable % | adapter bytes | threads | train s | total s | " + " | ".join(f"{s} {m}" for s, m in columns) + " |"
+    lines = [head, "|" + "---|" * (7 + len(columns))]
     for name, (metrics, ledger) in runs.items():
         params = ledger.get("parameters", {})
         wall = ledger.get("wall_seconds", {})
@@ -54,6 +75,6 @@ def runs_table(runs: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
             f"{sum(v for k, v in wall.items() if k not in NESTED_PHASES):.0f}",
         ]
         test = metrics.get("test", {})
-        cells += [f"{test[s][m]:.4f}" if m in test.get(s, {}) else "" for s, m in HEADLINE]
+        cells += [f"{test[s][m]:.4f}" if m in test.get(s, {}) else "" for s, m in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -88,10 +88,14 @@ class LocalBackend(Backend):
     kind = "local"
     supports_logprob = True
 
-    def __init__(self, name: str, threads: int | None = None, model: Any = None, tokenizer: Any = None) -> None:
+    def __init__(self, name: str, threads: int | None = None, model: Any = None, tokenizer: Any = None,
+                 device: str | None = "auto") -> None:
         import torch
 
+        from mtpeft.device import resolve_device
+
         self.torch = torch
+        self.device = resolve_device(device)  # before loading: a missing GPU fails at once
         if threads:
             torch.set_num_threads(threads)
         self.model_name = name
@@ -113,8 +117,9 @@ class LocalBackend(Backend):
             missing = [k for k in info.get("missing_keys", []) if "lm_head" in k]
             if missing and not getattr(model.config, "tie_word_embeddings", False):
                 raise MtpeftError(f"{source} has no language-model head (missing {missing[0]}): it is not a causal LM")
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = model.to(self.device).eval()
+        # bf16 autocast on a GPU that has it; the CPU keeps float32 (the answers stay those of the CPU runs)
+        self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.tokenizer = tokenizer
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -142,7 +147,10 @@ class LocalBackend(Backend):
     def encode(self, conversations: Sequence[Conversation]) -> dict[str, Any]:
         texts = [self.render(c) for c in conversations]
         batch = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    def autocast(self) -> Any:
+        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
 
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[str]:
         if not conversations:
@@ -150,7 +158,7 @@ class LocalBackend(Backend):
         batch = self.encode(conversations)
         eos = [t for t in {self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)} if t is not None]
         flat_eos = sorted({e for t in eos for e in (t if isinstance(t, list) else [t])})
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self.autocast():
             out = self.model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=flat_eos or None,
@@ -177,7 +185,7 @@ class LocalBackend(Backend):
         overlap = set(yes_ids) & set(no_ids)
         yes_ids, no_ids = [i for i in yes_ids if i not in overlap], [i for i in no_ids if i not in overlap]
         batch = self.encode(conversations)
-        with self.torch.no_grad():
+        with self.torch.no_grad(), self.autocast():
             logits = self.model(**batch).logits[:, -1, :].float()  # left padding: the last column is real
         logp = self.torch.log_softmax(logits, dim=-1)
         p_yes = self.torch.logsumexp(logp[:, yes_ids], dim=-1)
@@ -265,7 +273,7 @@ class OpenAIBackend(Backend):
 
 def make_backend(kind: str, model: str, **options: Any) -> Backend:
     if kind == "local":
-        return LocalBackend(model, threads=options.get("threads"))
+        return LocalBackend(model, threads=options.get("threads"), device=options.get("device"))
     if kind == "openai":
         return OpenAIBackend(
             options.get("base_url") or "", model, api_key_env=options.get("api_key_env") or "OPENAI_API_KEY",

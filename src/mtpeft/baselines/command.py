@@ -54,6 +54,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--prompts", type=Path, default=None, help="YAML of templates merged over the bundled prompts.yaml")
     p.add_argument("--seed", type=int, default=42, help="seed of the sample cap (default 42, as the core)")
     p.add_argument("--threads", type=int, default=None, help="local: torch CPU threads")
+    p.add_argument("--device", default="auto", help="local: auto (CUDA when present, the default) | cpu | cuda | cuda:N")
     p.add_argument("--skip-bad-records", action="store_true", help="skip (and count) malformed records instead of stopping")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--output", "-o", type=Path, default=Path("runs/prompting"),
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens, decision=args.decision, seed=args.seed, progress=not args.no_progress,
     )
     backend = make_backend(
-        args.backend, args.model, threads=args.threads, base_url=args.base_url,
+        args.backend, args.model, threads=args.threads, device=args.device, base_url=args.base_url,
         api_key_env=args.api_key_env or "OPENAI_API_KEY", api_key_required=args.api_key_env is not None,
         timeout=args.timeout, retries=args.retries, workers=args.batch_size,
     )

@@ -42,7 +42,6 @@ from mtpeft.fileio import atomic_write_text
 from mtpeft.errors import MtpeftError
 
 BINARY_TASKS = ("defect", "clone", "flaky")
-PLACEHOLDERS = {"defect": ("code",), "flaky": ("code",), "clone": ("code_a", "code_b"), "search": ("query", "code")}
 DEFAULT_INPUT_TOKENS = 512
 
 
@@ -77,7 +76,10 @@ def load_prompts(path: str | Path | None = None) -> dict[str, Any]:
         template = spec.get("user")
         if not isinstance(template, str) or not template.strip():
             raise MtpeftError(f"prompt template of task {task!r} has no 'user' text")
-        missing = [p for p in PLACEHOLDERS.get(task, ()) if "{" + p + "}" not in template]
+        from mtpeft.tasks import TASKS  # (imported here: reading prompts needs no torch otherwise)
+
+        placeholders = TASKS.get(task).prompt_placeholders if task in TASKS else ()
+        missing = [p for p in placeholders if "{" + p + "}" not in template]
         if missing:
             raise MtpeftError(f"prompt template of task {task!r} lacks the placeholder(s) {', '.join('{' + p + '}' for p in missing)}")
     return prompts
@@ -421,7 +423,7 @@ def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, 
     from mtpeft.data import SkipCounter
     from mtpeft.tasks.loading import load_task_data
     from mtpeft.runs import write_json
-    from mtpeft.tasks import build_task
+    from mtpeft.tasks import TASKS, build_task
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -434,8 +436,9 @@ def run_prompt_baseline(config: RunConfig, backend: Backend, prompts: dict[str, 
     metrics: dict[str, dict[str, float]] = {}
     start = time.perf_counter()
     for name, spec in config.tasks.items():
-        if name not in PLACEHOLDERS:
-            raise MtpeftError(f"the prompting baseline knows the tasks {', '.join(PLACEHOLDERS)}, not {name!r}")
+        if name not in TASKS or not TASKS.get(name).prompt_placeholders:
+            known = [t for t in TASKS.names() if TASKS.get(t).prompt_placeholders]
+            raise MtpeftError(f"the prompting baseline knows the tasks {', '.join(known)}, not {name!r}")
         task = build_task(name, spec.options)
         data = load_task_data(task, spec, training, skips, with_train=settings.shots > 0)
         if not data.test:

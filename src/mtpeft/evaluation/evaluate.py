@@ -42,6 +42,8 @@ def calibrate(model: Any, tasks: dict[str, Task], valid: dict[str, list[EvalSet]
 
 
 def selection_score(tasks: dict[str, Task], valid_metrics: dict[str, dict[str, float]]) -> float:
-    """Mean of every task's headline metric on its primary validation set (the study's criterion)."""
-    values = [valid_metrics[name][task.metric] for name, task in tasks.items() if name in valid_metrics]
+    """Mean of every task's headline metric on its primary validation set (the study's criterion);
+    a lower-is-better metric (an error rate) counts negated, so a higher score is always better."""
+    values = [valid_metrics[name][task.metric] * (1 if task.higher_is_better else -1)
+              for name, task in tasks.items() if name in valid_metrics]
     return sum(values) / len(values) if values else 0.0

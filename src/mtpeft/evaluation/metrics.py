@@ -35,6 +35,11 @@ def reciprocal_ranks(scores: np.ndarray, answers: Sequence[int]) -> np.ndarray:
     return 1.0 / ranks
 
 
+def random_ranking_mrr(corpus_size: int) -> float:
+    """E[1/rank] when the answer's rank is uniform over 1..N."""
+    return float(np.mean(1.0 / np.arange(1, corpus_size + 1))) if corpus_size else 0.0
+
+
 def mrr(scores: np.ndarray, answers: Sequence[int]) -> dict[str, float]:
     """Mean reciprocal rank of each query's answer among all candidates."""
     if len(answers) == 0:

@@ -94,4 +94,10 @@ def build_tiny_backbone(directory: Path, arch: str = "bert", hidden: int = 64, l
 
 def tiny_backbone_dir(arch: str) -> Path:
     """The cached tiny model of an architecture, built on first use."""
-    return atomic_directory(cache_dir() / f"tiny-{arch}-v1", lambda out: build_tiny_backbone(out, arch))
+    def build(out: Path) -> None:
+        # the builder seeds torch itself: keep the caller's random state (a run's seeded
+        # initialisation must not depend on whether the cache already held the model)
+        with torch.random.fork_rng(devices=[]):
+            build_tiny_backbone(out, arch)
+
+    return atomic_directory(cache_dir() / f"tiny-{arch}-v1", build)

@@ -12,7 +12,9 @@ A rough, stated model (not a promise): for a cell of n tasks,
   valid and test, in older ledgers' ``evaluate`` phase; 1, test only, in ``evaluate_test``: the
   valid numbers now come from training); s_eval = that phase's seconds / the examples it
   evaluated (data_report.json);
-- fixed = load_data + load_model + reload seconds of the reference run.
+- fixed = load_data + load_model + reload seconds of the reference run, plus the start-up of the
+  cell's own ``mtpeft train`` process (imports, plots, baselines: outside the ledger's phases),
+  timed once per dry run by starting ``python -c "import mtpeft.recipes"``.
 
 Reference runs are matched on (backbone, method); failing that, any method of the same backbone
 (marked approximate). ``--probe-steps N`` trains the multi-task cell of each unmatched
@@ -23,7 +25,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -123,12 +128,19 @@ def find_rate(rates: dict[tuple[str, str], Rate], backbone: str, method: str) ->
     return None
 
 
-def estimate_cell(study: StudyConfig, cell: Cell, rate: Rate | None) -> float | None:
+def estimate_cell(study: StudyConfig, cell: Cell, rate: Rate | None, startup: float = 0.0) -> float | None:
     examples = train_examples(study, len(cell.tasks))
     if rate is None or examples is None:
         return None
     cap = study.budget.get("max_eval_per_task") or 0
-    return examples * rate.s_train + len(cell.tasks) * rate.eval_splits * cap * rate.s_eval + rate.fixed
+    return examples * rate.s_train + len(cell.tasks) * rate.eval_splits * cap * rate.s_eval + rate.fixed + startup
+
+
+def startup_seconds() -> float:
+    """Seconds a fresh Python process takes to import the training recipe (torch, transformers)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import mtpeft.recipes"], check=False, capture_output=True)
+    return time.perf_counter() - start
 
 
 def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None, missing: set[tuple[str, str]] | None = None) -> dict[tuple[str, str], Rate]:
@@ -151,10 +163,13 @@ def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None, m
     return rates
 
 
-def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0, train: Callable | None = None) -> tuple[str, float | None]:
-    """The cells, their state and estimated wall time, as a text table, and the total."""
+def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0, train: Callable | None = None,
+            startup: float | None = None) -> tuple[str, float | None]:
+    """The cells, their state and estimated wall time, as a text table, and the total.
+    ``startup``: seconds per cell process (None: time one)."""
     from mtpeft.study.grid import cell_state
 
+    startup = startup_seconds() if startup is None else startup
     cells = plan(study)
     rates = collect_rates(ledger_folders)
     if probe_steps:
@@ -165,7 +180,7 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
     for cell in cells:
         state = cell_state(cell.run_dir(study.output_dir))
         rate = find_rate(rates, cell.backbone, cell.method)
-        seconds = estimate_cell(study, cell, rate)
+        seconds = estimate_cell(study, cell, rate, startup)
         if state == "done":
             shown = "done"
         elif seconds is None:
@@ -176,7 +191,8 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
         lines.append(f"{cell.path:<44} {state:<12} {len(cell.tasks):>5} {shown:>10}  {rate.source if rate else 'no ledger (use --probe-steps N)'}")
     todo = sum(1 for c in cells if cell_state(c.run_dir(study.output_dir)) != "done")
     lines.append(f"{len(cells)} cells, {todo} to run; estimated {_hms(total)} for those with an estimate"
-                 + (f"; {unknown} without one" if unknown else "") + "  (~: rate of another method of the same backbone)")
+                 + (f"; {unknown} without one" if unknown else "") + f" (each includes {startup:.0f} s of process start-up)"
+                 + "  (~: rate of another method of the same backbone)")
     return "\n".join(lines), (None if unknown else total)
 
 

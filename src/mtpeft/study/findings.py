@@ -47,6 +47,10 @@ def _verdict(held: int, total: int, partly_from: int = 1) -> str:
     return PARTLY if held >= partly_from else NOT
 
 
+def _lower(percent_less: float) -> str:
+    return f"{abs(percent_less):.0f}% {'lower' if percent_less >= 0 else 'higher'}"
+
+
 def _pts(x: float) -> str:
     return f"{x:+.1f}"
 
@@ -137,7 +141,7 @@ def compute_and_storage(vs_full: Mapping[str, Mapping[str, dict]], method_storag
             return float("-inf") if value is None else value
         best = max(vs_full, key=lambda m: max(less(m, "train_flops"), less(m, "wall_seconds")))
         flops, wall = less(best, "train_flops"), less(best, "wall_seconds")
-        parts.append(f"best ({best}) multi-task vs {n_tasks} single-task full FT: {flops:.0f}% fewer FLOPs, {wall:.0f}% less wall time")
+        parts.append(f"best ({best}) multi-task vs {n_tasks} single-task full FT: training FLOPs {_lower(flops)}, wall time {_lower(wall)}")
         held, total = held + int(max(flops, wall) >= 75), total + 1
     if method_storage_ratio:
         best_ratio = min(method_storage_ratio.values())

@@ -30,7 +30,9 @@ def affinity_heatmap(matrix: Matrix, path: Path, title: str, metric_note: str = 
     span = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
     span = span or 1.0
     fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(tasks), 1.2 + 1.1 * len(tasks)))
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", norm=TwoSlopeNorm(0.0, -span, span))
+    cmap = matplotlib.colormaps["RdBu"].copy()
+    cmap.set_bad("#c8c8c8")  # the diagonal and missing pairs: grey, unlike a zero (white)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=TwoSlopeNorm(0.0, -span, span))
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_yticks(range(len(tasks)), tasks)
     for i in range(len(tasks)):

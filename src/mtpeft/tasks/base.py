@@ -36,9 +36,25 @@ class EvalContext:
     batch_size: int = 64
     bf16: bool = False
     show_progress: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def to(self, batch: Any) -> Any:
+        return to_device(batch, self.device)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Every tensor of a (nested) batch on ``device``; non-blocking, so a copy to a GPU overlaps
+    with the host's work (the CPU is a no-op)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True) if batch.device != device else batch
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 @dataclass
@@ -111,19 +127,27 @@ def length_order(texts: Sequence[str]) -> list[int]:
 
 
 @torch.no_grad()
-def pooled_states(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, encoding: Encoding, desc: str) -> torch.Tensor:
-    """The pooled backbone state of every text (length-ordered batches; rows in ``texts`` order)."""
+def in_length_order(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, run: Callable[[list[int]], torch.Tensor],
+                    desc: str) -> torch.Tensor:
+    """The one inference loop: ``run`` maps a batch (indices into ``texts``, similar lengths, so
+    little padding) to one row per index; the rows come back in ``texts`` order, as float32."""
     order = length_order(texts)
     out: torch.Tensor | None = None
     model.eval()
     for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
         index = order[start : start + ctx.batch_size]
         with ctx.autocast():
-            states = model.encode(encode_texts([texts[i] for i in index], ctx.tokenizer, encoding)).float()
+            rows = run(index).float().cpu()
         if out is None:
-            out = torch.zeros((len(texts), states.shape[-1]))
-        out[index] = states
+            out = torch.zeros((len(texts), *rows.shape[1:]))
+        out[index] = rows
     return out if out is not None else torch.zeros((0, 0))
+
+
+def pooled_states(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, encoding: Encoding, desc: str) -> torch.Tensor:
+    """The pooled backbone state of every text (rows in ``texts`` order)."""
+    return in_length_order(model, texts, ctx, lambda index: model.encode(
+        ctx.to(encode_texts([texts[i] for i in index], ctx.tokenizer, encoding))), desc)
 
 
 class Task(ABC):
@@ -131,6 +155,10 @@ class Task(ABC):
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric used for checkpoint selection
+    higher_is_better: ClassVar[bool] = True  # the headline metric's direction (an error rate: False)
+    # the ``{placeholders}`` a prompting-baseline template of this task must contain (none: the
+    # prompting baseline does not know how to ask this task)
+    prompt_placeholders: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     # the programming languages of the task's data sets: inference marks other languages out of
     # domain (task option ``languages`` overrides it for a run trained on other data)
@@ -224,6 +252,10 @@ class Task(ABC):
 
     def evaluate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> dict[str, float]:
         return self.score_from(evalset, self.outputs(model, evalset, ctx))
+
+    def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
+        """The metrics of a trivial predictor on this set (what a model must beat); default: none."""
+        return {}
 
     def calibrate(self, model: "MultiTaskModel", evalset: EvalSet, ctx: EvalContext) -> None:
         """Fit decision parameters on VALIDATION data (one pass of its own; validation shares it)."""

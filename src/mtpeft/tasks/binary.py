@@ -9,14 +9,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter, binary_label, pick_text, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
-from mtpeft.evaluation.metrics import best_threshold
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, stratified_subsample, subsample
+from mtpeft.evaluation.metrics import accuracy, best_threshold, binary_f1
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, in_length_order, stratified_subsample
 from mtpeft.tasks.encoding import encode_texts
 
 
@@ -156,24 +155,19 @@ class BinaryTask(Task):
         return model.heads[self.name](model.encode(batch["inputs"])).float()
 
     def loss(self, model: Any, batch: Batch) -> torch.Tensor:
-        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight)
-        return nn.functional.binary_cross_entropy_with_logits(self.logits(model, batch), batch["labels"], pos_weight=weight)
+        logits = self.logits(model, batch)
+        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"], pos_weight=weight)
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def probabilities(self, model: Any, examples: Sequence[Example], ctx: EvalContext, desc: str) -> np.ndarray:
         """P(label = 1) for every example, in the examples' order."""
-        order = length_order([e.text + (e.text_b or "") for e in examples])
-        probs = np.zeros(len(examples), dtype=np.float64)
-        model.eval()
-        starts = range(0, len(order), ctx.batch_size)
-        for start in tqdm(starts, desc=desc, leave=False, disable=not ctx.show_progress):
-            index = order[start : start + ctx.batch_size]
-            batch = self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len)
-            with ctx.autocast():
-                logits = self.logits(model, batch)
-            probs[index] = torch.sigmoid(logits).numpy()
-        return probs
+        def run(index: list[int]) -> torch.Tensor:
+            return torch.sigmoid(self.logits(model, ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))))
+
+        texts = [e.text + (e.text_b or "") for e in examples]
+        return in_length_order(model, texts, ctx, run, desc).reshape(-1).double().numpy()
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         return (probs >= self.threshold).astype(int)
@@ -190,6 +184,12 @@ class BinaryTask(Task):
             labels = [e.label for e in evalset.data]
             weights = [evalset.class_weights.get(y, 1.0) for y in labels] if evalset.class_weights else None
             self.threshold = best_threshold(labels, outputs, self.metric, weights)
+
+    def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
+        """Always the majority class (accuracy) and always the positive class (F1 and the rest)."""
+        labels = np.array([e.label for e in evalset.data])
+        majority = int(labels.mean() >= 0.5) if len(labels) else 0
+        return accuracy(labels, np.full(len(labels), majority)) | binary_f1(labels, np.ones(len(labels), dtype=int))
 
     def score_from(self, evalset: EvalSet, outputs: np.ndarray) -> dict[str, float]:
         labels = np.array([e.label for e in evalset.data])

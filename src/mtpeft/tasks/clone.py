@@ -13,7 +13,6 @@ functions file (option ``functions``), as in CodeXGLUE.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +21,7 @@ from torch import nn
 
 from mtpeft.data import SkipCounter, pick_text, read_records
 from mtpeft.data.jsonl import Record
-from mtpeft.errors import DataError, MtpeftError
+from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.metrics import binary_f1
 from mtpeft.tasks.base import Batch, EvalContext, EvalSet, fp32, pooled_states
 from mtpeft.tasks.binary import BinaryTask, Example, MLPHead
@@ -70,6 +69,7 @@ class CloneTask(BinaryTask):
     name = "clone"
     metric = "f1"
     description = "clone detection (BigCloneBench): pair of methods -> clone?; F1 at 0.5"
+    prompt_placeholders = ("code_a", "code_b")
     languages = ("java",)
     label_fields = ("label", "target")
     # ~77% of BigCloneBench pairs are clones. A class-weighted loss with the fixed 0.5 threshold
@@ -184,7 +184,7 @@ class CloneTask(BinaryTask):
         probs = []
         for start in range(0, len(examples), 4096):
             u, v = states[left[start : start + 4096]], states[right[start : start + 4096]]
-            probs.append(torch.sigmoid(head(u, v).float()))
+            probs.append(torch.sigmoid(head(ctx.to(u), ctx.to(v)).float()).cpu())
         return torch.cat(probs).double().numpy() if probs else np.zeros(0)
 
     def text_length(self, example: Example) -> int:

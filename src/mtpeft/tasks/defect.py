@@ -14,6 +14,7 @@ class DefectTask(BinaryTask):
     name = "defect"
     metric = "accuracy"
     description = "vulnerability detection (Devign): function -> vulnerable?; accuracy"
+    prompt_placeholders = ("code",)
     languages = ("c",)
     default_threshold = "tune"  # accuracy-best threshold on validation; set 0.5 for the study's rule
     text_fields = ("func", "code", "function")

@@ -19,6 +19,7 @@ class FlakyTask(BinaryTask):
     name = "flaky"
     metric = "f1"
     description = "flaky-test prediction (FlakeFlagger): test method -> flaky?; F1"
+    prompt_placeholders = ("code",)
     languages = ("java",)
     default_threshold = "tune"
     default_pos_weight = "auto"

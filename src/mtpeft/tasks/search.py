@@ -15,14 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
-from mtpeft.evaluation.metrics import mrr
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, subsample
+from mtpeft.evaluation.metrics import mrr, random_ranking_mrr
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, in_length_order, subsample
 from mtpeft.tasks.registry import register_task
 
 QUERY_FIELDS = ("query", "docstring", "doc", "nl", "question")
@@ -83,6 +82,7 @@ class SearchTask(Task):
     description = "code search (CodeSearchNet/AdvTest, CoSQA): query -> code; MRR over the whole set"
     languages = ("ruby", "python")
     option_names = ("scale", "query_max_len", "dim", "init")
+    prompt_placeholders = ("query", "code")
 
     @property
     def scale(self) -> float:
@@ -193,17 +193,10 @@ class SearchTask(Task):
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, model: Any, texts: Sequence[str], ctx: EvalContext, max_len: int, desc: str) -> np.ndarray:
-        order = length_order(texts)
-        vectors: np.ndarray | None = None
-        model.eval()
-        for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
-            index = order[start : start + ctx.batch_size]
-            with ctx.autocast():
-                out = self.embed_batch(model, self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len))
-            if vectors is None:
-                vectors = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
-            vectors[index] = out.float().numpy()
-        return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+        def run(index: list[int]) -> torch.Tensor:
+            return self.embed_batch(model, ctx.to(self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len)))
+
+        return in_length_order(model, texts, ctx, run, desc).numpy()
 
     def scores(self, model: Any, ranking: Ranking, ctx: EvalContext, desc: str) -> np.ndarray:
         queries, codes = self.embeddings(model, ranking, ctx, desc)
@@ -217,6 +210,10 @@ class SearchTask(Task):
 
     def outputs(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
         return self.embeddings(model, evalset.data, ctx, f"eval {evalset.name}")
+
+    def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
+        """A uniformly random ranking of the set's corpus."""
+        return {"mrr": random_ranking_mrr(len(evalset.data.corpus))}
 
     def score_from(self, evalset: EvalSet, outputs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         queries, codes = outputs

@@ -81,3 +81,53 @@ def load_heads(directory: Path, model: Any, extra_modules: dict[str, nn.Module] 
 
 def load_state(directory: Path) -> dict[str, Any]:
     return json.loads((directory / STATE).read_text(encoding="utf-8"))
+
+
+# ---- the "last" checkpoint: everything a killed run needs to continue (mtpeft train --resume) ----
+LAST = "last"
+LAST_TENSORS = "state.safetensors"
+LAST_STATE = "state.json"
+
+
+def save_last(run_dir: Path, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Write ``last/`` atomically, as ``save_checkpoint`` writes ``checkpoint/``: a temporary folder
+    (tensors in safetensors, the rest in JSON; no pickle), fsync, then two renames."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".last.tmp-", dir=run_dir))
+    try:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / LAST_TENSORS))
+        (tmp / LAST_STATE).write_text(json.dumps(state), encoding="utf-8")
+        fsync_tree(tmp)
+        final, old = run_dir / LAST, run_dir / ".last.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.rename(final, old)
+        os.rename(tmp, final)
+        fsync_dir(run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def last_dir(run_dir: Path) -> Path | None:
+    """The last checkpoint (or, if a save was cut between its two renames, the previous one)."""
+    for candidate in (run_dir / LAST, run_dir / ".last.old"):
+        if (candidate / LAST_STATE).exists() and (candidate / LAST_TENSORS).exists():
+            return candidate
+    return None
+
+
+def load_last(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, state) of the last checkpoint of a run."""
+    directory = last_dir(run_dir)
+    if directory is None:
+        raise MtpeftError(f"{run_dir}: no resumable checkpoint ({LAST}/ is missing; set training.save_every_steps "
+                          "or training.save_every_minutes to write one)")
+    return load_file(str(directory / LAST_TENSORS)), json.loads((directory / LAST_STATE).read_text(encoding="utf-8"))
+
+
+def remove_last(run_dir: Path) -> None:
+    for name in (LAST, ".last.old"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)

@@ -10,6 +10,7 @@ every validation set is run once; the best mean headline metric is checkpointed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -23,11 +24,14 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mtpeft.config import TrainingConfig
+from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.evaluate import selection_score, validate_sets
 from mtpeft.model.multitask import MultiTaskModel
-from mtpeft.model.precision import bf16_supported
-from mtpeft.tasks.base import EvalContext, Task, TaskData
+from mtpeft.device import bf16_pays_off
+from mtpeft.tasks.base import EvalContext, Task, TaskData, to_device
 from mtpeft.training.batching import build_stream
+from mtpeft.training.resume import (Tensors, load_module, load_optimizer, load_rng, load_trainable, module_state,
+                                    optimizer_state, rng_state, trainable_state)
 from mtpeft.training.samplers import TaskSampler, build_sampler
 from mtpeft.training.weightings import LossWeighting, build_weighting
 
@@ -38,8 +42,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_bf16(config: TrainingConfig) -> bool:
-    return config.bf16 and bf16_supported()
+def use_bf16(config: TrainingConfig, device: torch.device | None = None) -> bool:
+    """bf16 autocast where asked for and where it pays off on ``device`` (default: the CPU)."""
+    return config.bf16 and bf16_pays_off(device or torch.device("cpu"))
 
 
 def count_tokens(batch: Any) -> int:
@@ -100,6 +105,30 @@ class Stream:
         self.drawn += 1
         return next(self.iterator)
 
+    def skip_to(self, drawn: int) -> None:
+        """Resume: a fresh stream (same seed) replays its first ``drawn`` batches, which only shuffles
+        and cuts lists (nothing is tokenised), and continues from there."""
+        while self.drawn < drawn:
+            self.next()
+
+
+@dataclass
+class Parts:
+    """What one run of ``fit`` trains with (built once; saved and restored by the last checkpoint)."""
+
+    streams: dict[str, Stream]
+    sampler: TaskSampler
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+
+
+def progress_to_json(state: TrainResult) -> dict[str, Any]:
+    return dataclasses.asdict(state)
+
+
+def progress_from_json(data: dict[str, Any]) -> TrainResult:
+    return TrainResult(**(data | {"history": [EpochRecord(**r) for r in data["history"]]}))
+
 
 class Trainer:
     def __init__(
@@ -113,6 +142,7 @@ class Trainer:
         eval_ctx: EvalContext,
         log_dir: Path | None = None,
         phase: Callable[[str], ContextManager[Any]] | None = None,
+        save_last: Callable[[Tensors, dict[str, Any]], None] | None = None,
     ) -> None:
         self.model, self.tasks, self.data, self.config, self.max_len = model, tasks, data, config, max_len
         self.save_best = save_best
@@ -120,10 +150,14 @@ class Trainer:
         self.log_dir = log_dir
         self.phase = phase or (lambda name: contextlib.nullcontext())  # times validation apart from training
         self.tokenizer = model.backbone.tokenizer
-        self.bf16 = use_bf16(config)
+        self.device = eval_ctx.device
+        self.bf16 = use_bf16(config, self.device)
         self.weighting = build_weighting(config.weighting, list(tasks), config.weighting_options)
         self.shared = list(model.backbone_parameters())  # what GradNorm measures gradients on (not heads)
         self.writer: SummaryWriter | None = None
+        self.save_last = save_last  # writes the resumable "last" checkpoint (None: never)
+        self.last_save_time, self.last_save_step = time.monotonic(), -1
+        self.parts: Parts | None = None
 
     # ---- set-up -------------------------------------------------------------------------------
     def optimizer(self) -> torch.optim.Optimizer:
@@ -145,7 +179,8 @@ class Trainer:
         return streams
 
     # ---- the loop -----------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
+    def fit(self, resume: tuple[Tensors, dict[str, Any]] | None = None) -> TrainResult:
+        """Train from scratch, or from a "last" checkpoint ``(tensors, state)`` of the same config."""
         c = self.config
         seed_everything(c.seed)
         streams = self.build_streams()
@@ -154,19 +189,24 @@ class Trainer:
         total = steps_per_epoch * c.epochs
         optimizer = self.optimizer()
         schedule = get_linear_schedule_with_warmup(optimizer, int(c.warmup * total), total)
-        state = TrainResult()
-        self.writer = SummaryWriter(str(self.log_dir)) if self.log_dir else None
+        self.parts = Parts(streams, sampler, optimizer, schedule)
+        state = TrainResult() if resume is None else self.restore(*resume)
+        self.last_save_step = state.steps
+        purge = state.steps + 1 if resume is not None else None  # drop events logged after the checkpoint
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=purge) if self.log_dir else None
         try:
             while state.epoch <= c.epochs:
-                self.train_epoch(state, sampler, streams, optimizer, schedule, steps_per_epoch, total)
+                self.train_epoch(state, steps_per_epoch, total)
+            if self.saving() and self.last_save_step != state.steps:
+                self.write_last(state)  # the finished state: a crash during test evaluation resumes here
         finally:
             if self.writer:
                 self.writer.close()
         return state
 
-    def train_epoch(self, state: TrainResult, sampler: TaskSampler, streams: dict[str, Stream],
-                    optimizer: torch.optim.Optimizer, schedule: Any, steps_per_epoch: int, total: int) -> None:
+    def train_epoch(self, state: TrainResult, steps_per_epoch: int, total: int) -> None:
         c = self.config
+        streams, sampler, optimizer, schedule = self.parts.streams, self.parts.sampler, self.parts.optimizer, self.parts.schedule
         epoch = state.epoch
         self.model.train()
         remaining = steps_per_epoch - state.step_in_epoch
@@ -190,6 +230,8 @@ class Trainer:
                 self.model.train()
             if epoch_done:
                 state.epoch, state.step_in_epoch = epoch + 1, 0
+            if self.save_due(state):
+                self.write_last(state)
 
     def train_step(self, state: TrainResult, step_tasks: list[str], streams: dict[str, Stream]) -> dict[str, float]:
         """Forward and backward of every task of one step (gradients accumulate), then clipping."""
@@ -199,11 +241,13 @@ class Trainer:
             state.examples_seen[name] = state.examples_seen.get(name, 0) + len(examples)
             batch = self.tasks[name].collate(examples, self.tokenizer, self.max_len)
             state.tokens += count_tokens(batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            batch = to_device(batch, self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = self.tasks[name].loss(self.model, batch).float()
             # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
-            # each task now so only one task's activations are alive at a time
-            self.weighting.term(name, loss).backward()
+            # each task now so only one task's activations are alive at a time. The loss
+            # weighting stays on the CPU (a few scalars); the loss comes to it.
+            self.weighting.term(name, loss.cpu()).backward()
             self.weighting.observe_gradients(name, self.shared)
             losses[name] = loss.item()
         penalty = self.weighting.regularizer()
@@ -264,3 +308,56 @@ class Trainer:
         summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in record.valid.items())
         tqdm.write(f"epoch {record.epoch} step {record.step}: valid score {record.score:.4f}"
                    f"{' (best)' if record.best else ''} | {summary}")
+
+    # ---- the resumable "last" checkpoint --------------------------------------------------------
+    def saving(self) -> bool:
+        return self.save_last is not None and bool(self.config.save_every_steps or self.config.save_every_minutes)
+
+    def save_due(self, state: TrainResult) -> bool:
+        c = self.config
+        if not self.saving():
+            return False
+        if c.save_every_steps and state.steps % c.save_every_steps == 0:
+            return True
+        return bool(c.save_every_minutes) and time.monotonic() - self.last_save_time >= 60.0 * c.save_every_minutes
+
+    def write_last(self, state: TrainResult) -> None:
+        with self.phase("save_last"):
+            tensors, data = self.snapshot(state)
+            self.save_last(tensors, data)
+        self.last_save_time, self.last_save_step = time.monotonic(), state.steps
+
+    def snapshot(self, state: TrainResult) -> tuple[Tensors, dict[str, Any]]:
+        """Everything the loop needs to continue exactly: weights, loss weighting, optimizer,
+        scheduler, the streams' and the sampler's positions, random states, progress and history."""
+        parts = self.parts
+        optimizer_tensors, optimizer_data = optimizer_state(parts.optimizer)
+        rng_tensors, rng_data = rng_state()
+        tensors = trainable_state(self.model) | module_state(self.weighting, "weighting.") | optimizer_tensors | rng_tensors
+        data = {
+            "format": 1,
+            "progress": progress_to_json(state),
+            "streams": {name: stream.drawn for name, stream in parts.streams.items()},
+            "sampler": parts.sampler.state(),
+            "optimizer": optimizer_data,
+            "scheduler": parts.schedule.state_dict(),
+            "rng": rng_data,
+            "tasks": {name: task.state() for name, task in self.tasks.items()},
+        }
+        return tensors, data
+
+    def restore(self, tensors: Tensors, data: dict[str, Any]) -> TrainResult:
+        parts = self.parts
+        if data.get("format") != 1 or set(data["streams"]) != set(parts.streams):
+            raise MtpeftError("the last checkpoint was written for other tasks or by another version; cannot resume")
+        load_trainable(self.model, tensors)
+        load_module(self.weighting, tensors, "weighting.")
+        load_optimizer(parts.optimizer, tensors, data["optimizer"])
+        parts.schedule.load_state_dict(data["scheduler"])
+        parts.sampler.load_state(data["sampler"])
+        for name, drawn in data["streams"].items():
+            parts.streams[name].skip_to(drawn)
+        for name, task in self.tasks.items():
+            task.load_state(data["tasks"].get(name, {}))
+        load_rng(tensors, data["rng"])  # last: nothing after this may draw random numbers
+        return progress_from_json(data["progress"])

@@ -9,7 +9,7 @@ proportional to size ** (1 / T) (T = 1 is proportional, large T approaches unifo
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from typing import Any, Iterator
 
 from mtpeft.registry import Registry
 
@@ -29,6 +29,26 @@ class TaskSampler:
 
     def epoch(self, steps: int | None = None) -> Iterator[list[str]]:
         raise NotImplementedError
+
+    # the sampler's position is its random generator: an epoch's generator draws one choice per
+    # step it yields, so restoring the state after k steps and asking for the remaining steps
+    # continues the same sequence
+    def state(self) -> dict[str, Any]:
+        return {"rng": python_rng_to_json(self.rng.getstate())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rng.setstate(python_rng_from_json(state["rng"]))
+
+
+def python_rng_to_json(state: tuple) -> list[Any]:
+    """``random.Random.getstate()`` as JSON (version, 625 ints, gauss_next)."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def python_rng_from_json(data: list[Any]) -> tuple:
+    version, internal, gauss = data
+    return (version, tuple(internal), gauss)
 
 
 @SAMPLERS.register("round_robin")

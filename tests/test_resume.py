@@ -1,0 +1,112 @@
+"""Resume: a run killed after its first "last" checkpoint continues to exactly the same result."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mtpeft.cli import main
+from mtpeft.config import resolve_config
+from mtpeft.recipes import train
+from mtpeft.training import loop
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+# MTPEFT_TEST_DEVICE=cuda (scripts/gpu_check.sh) runs these on a GPU
+RESUMABLE = {"epochs": 3, "steps_per_epoch": 4, "save_every_steps": 1, "keep_last": True, "validate_every": 3,
+             "device": os.environ.get("MTPEFT_TEST_DEVICE", "cpu")}
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    left, right = load_file(str(a)), load_file(str(b))
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.allclose(left[key].float(), right[key].float(), atol=1e-6, rtol=0), key
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """metrics.json, history.json, the best checkpoint and the final state (weights, optimizer,
+    loss weighting, random states) of two runs are equal."""
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+    assert json.loads((a / "history.json").read_text()) == json.loads((b / "history.json").read_text())
+    assert_same_tensors(a / "checkpoint" / "heads.safetensors", b / "checkpoint" / "heads.safetensors")
+    assert_same_tensors(a / "checkpoint" / "adapter" / "adapter_model.safetensors", b / "checkpoint" / "adapter" / "adapter_model.safetensors")
+    assert_same_tensors(a / "last" / "state.safetensors", b / "last" / "state.safetensors")
+    state_a, state_b = (json.loads((d / "last" / "state.json").read_text()) for d in (a, b))
+    assert state_a == state_b
+
+
+def test_resume_after_a_crash_in_process_gives_the_same_run(tmp_path, task_files, monkeypatch):
+    train(resolve_config(tiny_config(task_files, tmp_path / "a", **RESUMABLE)))
+    original = loop.Trainer.train_step
+    calls = {"n": 0}
+
+    def crash_at_step_7(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt  # as if killed: steps 1-6 are in last/, step 7 is lost
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", crash_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_config(tiny_config(task_files, tmp_path / "b", **RESUMABLE)))
+    assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["progress"]["steps"] == 6
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    assert main(["train", "--resume", str(tmp_path / "b")]) == 0
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mtpeft", "train", *args, "--no-progress"]
+
+
+def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path, task_files):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(task_files, tmp_path / "unused", **RESUMABLE)))
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    whole = subprocess.Popen(cli("--config", str(config), "--output", str(tmp_path / "whole")), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = subprocess.Popen(cli("--config", str(config), "--output", str(tmp_path / "killed")), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = random.Random().randint(1, 9)  # any step after the first last/ checkpoint (12 steps in all)
+    state = tmp_path / "killed" / "last" / "state.json"
+    deadline = time.monotonic() + 300
+    while killed.poll() is None and time.monotonic() < deadline:
+        try:
+            if json.loads(state.read_text())["progress"]["steps"] >= target:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.005)
+    assert killed.poll() is None, "the run finished before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    killed_at = json.loads(state.read_text())["progress"]["steps"]
+    assert killed_at < 12 and not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = subprocess.run(cli("--resume", str(tmp_path / "killed")), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
+    assert_same_run(tmp_path / "whole", tmp_path / "killed")
+
+
+def test_resume_refuses_a_changed_config_and_a_run_without_last(tmp_path, task_files, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(task_files, tmp_path / "run", epochs=1)))
+    assert main(["train", "--config", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--lr", "0.5"]) == 2
+    assert "config differs from the run's saved config.yaml at training.lr (0.001 -> 0.5)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 2  # finished: last/ removed
+    assert "no resumable checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
