@@ -100,7 +100,7 @@ def portable_args(argv: Sequence[str]) -> list[str]:
     working folder (``../shared/data``), so a committed run holds no machine's folder names."""
     out = []
     for arg in argv:
-        if os.path.isabs(arg) and os.path.exists(arg):
+        if os.path.isabs(arg):
             arg = os.path.relpath(arg)
         out.append(arg)
     return out
