@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--functions", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", default="1,2", help="torch thread counts to measure")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; the best of each side is kept")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds over all functions; the best of each side is kept")
+    parser.add_argument("--block", type=int, default=100, help="functions per interleaved block")
     parser.add_argument("--batch-sizes", default="1,8,32,64")
     parser.add_argument("--batch-functions", type=int, default=256, help="functions per batch-size measurement")
     parser.add_argument("--latency-samples", type=int, default=100)
@@ -70,7 +71,7 @@ def main() -> None:
     result = {"command": command_line(), "run": str(args.run), "backbone": config.backbone.name,
               "method": config.method.name, "max_len": config.backbone.max_len, "bf16_autocast": shared.bf16,
               "functions": len(codes), "languages": {l: sum(f[1] == l for f in functions) for l in sorted({f[1] for f in functions})},
-              "batch_size": args.batch_size, "machine": machine(), "by_threads": {}}
+              "batch_size": args.batch_size, "block": args.block, "repeats": args.repeats, "machine": machine(), "by_threads": {}}
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         with torch.inference_mode():
@@ -79,8 +80,20 @@ def main() -> None:
                 encoder.run_heads(codes[:16])
             shared_times, single_times = [], []
             for _ in range(args.repeats):
-                shared_times.append(timed(lambda: shared.run_heads(codes)))
-                single_times.append(sum(timed(lambda e=e, n=n: e.run_heads(codes, [n])) for n, e in singles.items()))
+                # interleaved in blocks (order alternating), so both sides see the same load of a shared machine
+                shared_total = single_total = 0.0
+                for b, start in enumerate(range(0, len(codes), args.block)):
+                    block = codes[start : start + args.block]
+                    one = lambda: timed(lambda: shared.run_heads(block))  # noqa: E731
+                    four = lambda: sum(timed(lambda e=e, n=n: e.run_heads(block, [n])) for n, e in singles.items())  # noqa: E731
+                    if b % 2 == 0:
+                        shared_total += one()
+                        single_total += four()
+                    else:
+                        single_total += four()
+                        shared_total += one()
+                shared_times.append(shared_total)
+                single_times.append(single_total)
             # batch throughput of the shared pass
             subset = codes[: args.batch_functions]
             batches = {}
@@ -121,7 +134,8 @@ def markdown(result: dict) -> str:
         f"{result['functions']} real functions ({', '.join(f'{k} {v}' for k, v in result['languages'].items())}) from the "
         "data folder (Devign, BigCloneBench, CoSQA, FlakeFlagger, CodeSearchNet-Ruby), the same for both sides; embedding cache off.",
         "The shared side is the trained run; the four single-task adapters are freshly initialised adapters of the same shape "
-        "(LoRA values do not change the cost of a pass). Best of the alternating rounds per side.",
+        f"(LoRA values do not change the cost of a pass). Sides interleaved in blocks of {result['block']} functions (order "
+        "alternating per block) so both see the same machine load; best of the rounds per side.",
         "",
         "| threads | shared pass (fn/s) | four adapters (fn/s) | speed-up | one function, shared p50 / p95 (ms) | one function, four adapters p50 / p95 (ms) |",
         "|---|---|---|---|---|---|",

@@ -139,3 +139,17 @@ def test_function_disjoint_clone_validation():
     assert build_task("clone").carve_valid(pairs, 1) == (pairs, [])
     with pytest.raises(MtpeftError, match="unseen_valid"):
         build_task("clone", {"unseen_valid": 0.01}).carve_valid(pairs, 1)
+
+
+def test_frozen_weights_in_bf16_keep_trainables_fp32(task_files, tmp_path):
+    from mtpeft.model.precision import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("the CPU has no native bf16")
+    config = resolve_config(tiny_config(task_files, tmp_path / "run") | {"backbone": {"name": "tiny-bert", "max_len": 48, "frozen_bf16": True}})
+    model, _ = build_model(config, {"defect": build_task("defect")})
+    dtypes = {(p.requires_grad, p.dtype) for p in model.backbone.parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
+    inputs = model.backbone.tokenizer(["int f() { return 1; }"], return_tensors="pt")
+    pooled = model.encode({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]})
+    assert pooled.dtype == torch.float32 and torch.isfinite(pooled).all()  # runs without the caller's autocast

@@ -34,11 +34,15 @@ def test_index_then_search_finds_each_function_by_its_own_code(tiny_run, tmp_pat
     # a query that is a function's own code (short enough for the query length) ranks it first
     code = "def add(a, b):\n    return a + b"
     assert main(["search", code, "--index", str(index_dir), "-k", "3", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    answer = json.loads(capsys.readouterr().out)
+    results = answer["results"]
+    assert answer["trained_languages"] == ["ruby", "python"]
+    assert all(r["in_domain"] == (r["language"] == "python") for r in results)
     assert len(results) == 3 and [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     assert main(["search", "find the end of a string", "--index", str(index_dir), "-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(":" in line for line in lines)
+    assert lines[0].startswith("search head trained on ruby/python")
+    assert len(lines) == 3 and all(":" in line for line in lines[1:])
 
 
 def test_search_ranks_by_matrix_product(encoder):

@@ -86,7 +86,7 @@ def test_heads_answer_as_the_in_process_encoder(server):
 def test_search_over_the_index(server):
     client, _ = server
     found = client.post("/v1/search", json={"query": "def add(a, b):\n    return a + b", "k": 3}).json()["results"]
-    assert len(found) == 3 and {"score", "file", "line", "name"} <= set(found[0])
+    assert len(found) == 3 and {"score", "file", "line", "name", "in_domain"} <= set(found[0])
     assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
 
 

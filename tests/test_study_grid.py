@@ -12,7 +12,7 @@ from conftest import tiny_config
 from mtpeft.errors import MtpeftError
 from mtpeft.study.config import load_study
 from mtpeft.study.estimate import Rate, dry_run, estimate_cell, rate_from_run
-from mtpeft.study.grid import cell_config, cell_state, plan, read_status, run_grid
+from mtpeft.study.grid import cell_config, cell_state, in_process_train, plan, read_status, run_grid
 
 
 def write_study(tmp_path: Path, task_files: dict, **study) -> Path:
@@ -65,16 +65,15 @@ def test_bad_study_configs_stop_with_one_line(tmp_path, task_files):
 
 
 def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(tmp_path, task_files):
-    from mtpeft.recipes import train as real_train
-
+    real_train = in_process_train
     study = load_study(write_study(tmp_path, task_files))
     calls: list[str] = []
 
-    def flaky_train(config, command=""):
+    def flaky_train(config, command="", resume=False):
         calls.append(config.output_dir)
         if config.output_dir.endswith("pairs/defect+search"):
             raise RuntimeError("disk full (simulated)")
-        return real_train(config, command)
+        return real_train(config, command, resume)
 
     outcome = run_grid(study, flaky_train, log=lambda _: None)
     assert len(outcome) == 8 and outcome["lora/pairs/defect+search"] == "failed"
@@ -104,18 +103,17 @@ def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(
 
 
 def real_train_recording(calls, real_train):
-    def train(config, command=""):
+    def train(config, command="", resume=False):
         calls.append(config.output_dir)
-        return real_train(config, command)
+        return real_train(config, command, resume)
     return train
 
 
-def test_a_killed_cell_is_run_again_from_scratch(tmp_path, task_files):
-    from mtpeft.recipes import train as real_train
-
+def test_a_killed_cell_without_a_last_checkpoint_is_run_again_from_scratch(tmp_path, task_files):
+    real_train = in_process_train
     study = load_study(write_study(tmp_path, task_files, regimes=["single"]))
 
-    def killed_after_writing(config, command=""):
+    def killed_after_writing(config, command="", resume=False):
         Path(config.output_dir, "config.yaml").write_text("half", encoding="utf-8")
         Path(config.output_dir, "stale.txt").write_text("x", encoding="utf-8")
         raise KeyboardInterrupt  # as Ctrl-C or a kill: the grid stops, the cell stays "running"
@@ -127,6 +125,99 @@ def test_a_killed_cell_is_run_again_from_scratch(tmp_path, task_files):
     outcome = run_grid(study, real_train, log=lambda _: None)
     assert outcome == {"lora/single/defect": "done", "lora/single/flaky": "done", "lora/single/search": "done"}
     assert not (cell / "stale.txt").exists() and read_status(cell)["previous"] == "interrupted"
+    assert read_status(cell)["resumed"] is False
+
+
+RESUMABLE = {"epochs": 3, "steps_per_epoch": 4}
+SAVE_EVERY_STEP = {"training.save_every_steps": 1}
+
+
+def test_a_killed_cell_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path, task_files, monkeypatch):
+    from mtpeft.training import loop
+
+    def study_in(folder: str, **extra):
+        return load_study(write_study(tmp_path, task_files, regimes=["single"], tasks=["defect"], budget=RESUMABLE,
+                                      output_dir=str(tmp_path / folder), set=SAVE_EVERY_STEP, **extra))
+
+    whole = study_in("whole")
+    assert run_grid(whole, in_process_train, log=lambda _: None) == {"lora/single/defect": "done"}
+    killed = study_in("killed")
+    original, calls = loop.Trainer.train_step, {"n": 0}
+
+    def killed_at_step_7(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt  # as if killed: steps 1-6 are in last/
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(killed, in_process_train, log=lambda _: None)
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    cell = killed.output_dir / "lora/single/defect"
+    assert cell_state(cell) == "interrupted" and (cell / "last").is_dir()
+    assert run_grid(killed, in_process_train, log=lambda _: None) == {"lora/single/defect": "done"}
+    assert read_status(cell)["resumed"] is True and json.loads((cell / "ledger.json").read_text())["resumed"] is True
+    reference = whole.output_dir / "lora/single/defect"
+    for name in ("metrics.json", "history.json"):
+        assert json.loads((cell / name).read_text()) == json.loads((reference / name).read_text()), name
+
+
+@pytest.mark.parametrize("weighting", ["gradnorm", "famo", "loss_normalized"])
+def test_a_killed_multi_task_cell_resumes_its_loss_weighting_exactly(tmp_path, task_files, monkeypatch, weighting):
+    """The weighting's state (weights, Adam moments, last losses) travels in last/: the resumed
+    cell's per-step weights and metrics equal those of an uninterrupted one."""
+    from mtpeft.training import loop
+
+    def study_in(folder: str):
+        return load_study(write_study(tmp_path, task_files, regimes=["multi"], tasks=["defect", "flaky"], budget=RESUMABLE,
+                                      weighting=weighting, weightings={}, output_dir=str(tmp_path / folder), set=SAVE_EVERY_STEP))
+
+    whole, killed = study_in("whole"), study_in("killed")
+    run_grid(whole, in_process_train, log=lambda _: None)
+    original, calls = loop.Trainer.train_step, {"n": 0}
+
+    def killed_at_step_6(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-epoch 2: loss_normalized has switched weights after epoch 1
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(killed, in_process_train, log=lambda _: None)
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    assert run_grid(killed, in_process_train, log=lambda _: None) == {f"lora/multi/{weighting}": "done"}
+    cell, reference = (s.output_dir / f"lora/multi/{weighting}" for s in (killed, whole))
+    assert read_status(cell)["resumed"] is True
+    history = json.loads((cell / "history.json").read_text())
+    assert history == json.loads((reference / "history.json").read_text())
+    assert history[-1]["weights"][-1]["defect"] != pytest.approx(1.0, abs=1e-4)  # the weights did move
+    assert json.loads((cell / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
+
+
+def test_a_killed_cell_whose_study_changed_starts_again(tmp_path, task_files, monkeypatch):
+    from mtpeft.training import loop
+
+    study = load_study(write_study(tmp_path, task_files, regimes=["single"], tasks=["defect"], budget=RESUMABLE, set=SAVE_EVERY_STEP))
+    original, calls = loop.Trainer.train_step, {"n": 0}
+
+    def killed_at_step_4(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(study, in_process_train, log=lambda _: None)
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    cell = study.output_dir / "lora/single/defect"
+    assert (cell / "last").is_dir()
+    changed = load_study(write_study(tmp_path, task_files, regimes=["single"], tasks=["defect"], budget=RESUMABLE,
+                                     set=SAVE_EVERY_STEP | {"training.lr": 0.002}))
+    assert run_grid(changed, in_process_train, log=lambda _: None) == {"lora/single/defect": "done"}
+    assert read_status(cell)["resumed"] is False and json.loads((cell / "ledger.json").read_text())["resumed"] is False
 
 
 def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, task_files):
@@ -159,8 +250,11 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32 + 8 * 5)
 
 
-def test_dry_run_probe_and_cli(tmp_path, task_files, capsys):
+def test_dry_run_probe_and_cli(tmp_path, task_files, capsys, monkeypatch):
     from mtpeft.cli import main
+    from mtpeft.study import estimate
+
+    monkeypatch.setattr(estimate, "startup_seconds", lambda: 0.0)  # (timing a fresh interpreter is not the point here)
 
     path = write_study(tmp_path, task_files, regimes=["single", "multi"], weightings={})
     table, total = dry_run(load_study(path), [tmp_path / "nothing"], startup=0.0)

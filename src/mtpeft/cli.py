@@ -102,7 +102,7 @@ def portable_args(argv: Sequence[str]) -> list[str]:
     working folder (``../shared/data``), so a committed run holds no machine's folder names."""
     out = []
     for arg in argv:
-        if os.path.isabs(arg) and os.path.exists(arg):
+        if os.path.isabs(arg):
             arg = os.path.relpath(arg)
         out.append(arg)
     return out
@@ -340,11 +340,15 @@ def run_search(args: argparse.Namespace) -> None:
     args.run = args.run or Path(index.run)
     encoder = load_encoder(args)
     results = index.search(encoder.embed_queries([args.query]), args.top, args.prescore)[0]
-    if args.json:
-        print(json.dumps(results, indent=1))
-        return
+    languages = encoder.languages()["search"]
     for r in results:
-        print(f"{r['score']:.3f}  {r['file']}:{r['line']}  {r['name']}")
+        r["in_domain"] = r["language"] in languages
+    if args.json:
+        print(json.dumps({"trained_languages": languages, "results": results}, indent=1))
+        return
+    print(f"search head trained on {'/'.join(languages)}; '*' = out of domain")
+    for r in results:
+        print(f"{r['score']:.3f}{' ' if r['in_domain'] else '*'} {r['file']}:{r['line']}  {r['name']}")
 
 
 def add_serve_parser(sub: Any) -> None:

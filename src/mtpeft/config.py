@@ -26,7 +26,7 @@ class BackboneConfig:
     max_len: int = 256
     attention_dropout: float | None = 0.0  # None keeps the model's (see model/backbone.set_dropout)
     hidden_dropout: float | None = None  # None keeps the model's
-    frozen_bf16: bool = True  # frozen weights stored in bf16 once, where bf16 autocast runs
+    frozen_bf16: bool = False  # store frozen weights in bf16 once (with bf16 autocast; pair it with pad_multiple: results/perf)
     window_pool: str = "mean"  # how the windows of a long text are combined (task option windows)
 
 

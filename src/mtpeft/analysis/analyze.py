@@ -240,8 +240,8 @@ def format_table(analysis: Analysis, top: int = 30, width: int = 60) -> str:
         fn = analysis.functions[i]
         in_domain, risk = analysis.risk(i)
         where = f"{fn.file}:{fn.line} {fn.name}{' [test]' if fn.is_test else ''}"
-        if len(where) > width:
-            where = "..." + where[-(width - 3):]
+        if len(where) > width:  # drop the folders first: the file name, line and function matter most
+            where = f".../{fn.file.rsplit('/', 1)[-1]}:{fn.line} {fn.name}{' [test]' if fn.is_test else ''}"
         lines.append(f"{risk:>6.3f}{' ' if in_domain else '*'} {cell(analysis.scores[i], 'defect')}  "
                      f"{cell(analysis.scores[i], 'flaky')}  {fn.language:<6}  {where}")
     s = analysis.stats

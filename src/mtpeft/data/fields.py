@@ -22,6 +22,10 @@ def pick_text(record: Record, names: Sequence[str]) -> str:
         raise record.error(f"field {name!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise record.error(f"field {name!r} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\ud800" escapes decode to lone surrogates no tokenizer takes
+        raise record.error(f"field {name!r} is not valid Unicode (a lone surrogate escape)") from None
     return value
 
 

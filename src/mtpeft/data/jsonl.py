@@ -100,6 +100,9 @@ def read_jsonl(path: str | Path, skips: SkipCounter | None = None) -> Iterator[R
                 except json.JSONDecodeError as exc:
                     skips.handle(DataError(path, line_no, f"malformed JSON ({exc.msg} at column {exc.colno})"))
                     continue
+                except (ValueError, RecursionError) as exc:  # a 5,000-digit number, arrays nested 100,000 deep
+                    skips.handle(DataError(path, line_no, f"unreadable JSON ({type(exc).__name__}: {str(exc)[:80]})"))
+                    continue
                 if not isinstance(data, dict):
                     skips.handle(DataError(path, line_no, f"expected a JSON object, got {type(data).__name__}"))
                     continue

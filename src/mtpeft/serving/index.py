@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from mtpeft.analysis.extract import DEFAULT_MAX_FILE_BYTES, Function, extract_file, relative_name, source_files
+from mtpeft.fileio import atomic_write_bytes, atomic_write_text
 from mtpeft.errors import MtpeftError
 
 VECTORS = "vectors.safetensors"
@@ -72,17 +71,8 @@ class CodeIndex:
         meta = {"format": FORMAT, "run": self.run, "run_fingerprint": self.fingerprint, "root": self.root,
                 "dim": int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0,
                 "files": self.files, "entries": self.entries}
-        for name, write in ((VECTORS, lambda p: save_file({"vectors": np.ascontiguousarray(self.vectors, dtype=np.float32)}, p)),
-                            (META, lambda p: Path(p).write_text(json.dumps(meta), encoding="utf-8"))):
-            handle, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-            os.close(handle)
-            try:
-                write(tmp)
-                os.chmod(tmp, 0o644)  # mkstemp makes files private; an index is ordinary data
-                os.replace(tmp, directory / name)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        atomic_write_bytes(directory / VECTORS, save({"vectors": np.ascontiguousarray(self.vectors, dtype=np.float32)}))
+        atomic_write_text(directory / META, json.dumps(meta))
 
     @classmethod
     def load(cls, directory: Path) -> "CodeIndex":

@@ -285,7 +285,9 @@ def create_app(encoder: SharedEncoder, index: CodeIndex | None = None, limits: L
             query = encoder.model.heads["search"](states).float().numpy()
         loop = asyncio.get_running_loop()  # the matrix product over the index stays off the event loop
         results = await loop.run_in_executor(None, service.index.search, query, body.k, service.limits.prescore)
-        return {"results": results[0]}
+        languages = service.languages["search"]
+        return {"results": [r | {"in_domain": r.get("language") in languages} for r in results[0]],
+                "trained_languages": languages}
 
     return app
 

@@ -4,8 +4,11 @@ existing recipe (``mtpeft.recipes.train``), with the same budget for every cell.
 Layout: ``STUDY/[BACKBONE/]METHOD/single/TASK``, ``.../multi/WEIGHTING``, ``.../pairs/TASK1+TASK2``.
 Each cell holds ``study_cell.json`` (running / done / failed, seconds, error). The grid is
 resumable: a cell with ``metrics.json`` and ``ledger.json`` is done and skipped; a cell that was
-interrupted (killed, machine stopped) or failed is run again on the next call. A failed cell is
-recorded (status + ``error.log``) and the other cells go on.
+interrupted (killed, machine stopped) or failed is run again on the next call: resumed from its
+``last/`` checkpoint (``mtpeft train --resume``; written when the study sets
+``training.save_every_steps`` or ``save_every_minutes``) when it has one and its config is still the
+cell's, otherwise started again from scratch. A failed cell is recorded (status + ``error.log``)
+and the other cells go on.
 """
 
 from __future__ import annotations
@@ -109,30 +112,50 @@ def _write_status(run_dir: Path, **values: Any) -> None:
     write_json(run_dir / STATUS, read_status(run_dir) | values)
 
 
+def resumable(run_dir: Path, config: RunConfig) -> bool:
+    """A ``last/`` checkpoint is there and the run's saved config is still the cell's (a study
+    changed between sittings starts the cell again rather than mixing two configs)."""
+    from mtpeft.recipes import resume_config
+    from mtpeft.training.checkpoint import last_dir
+
+    if last_dir(run_dir) is None:
+        return False
+    try:
+        resume_config(run_dir, config)
+    except MtpeftError:
+        return False
+    return True
+
+
 def _clear_partial(run_dir: Path) -> None:
-    """An interrupted or failed cell starts again from scratch: the recipe has no resume yet
-    (``train --resume`` is being added on another branch; once it is on main, resume instead)."""
+    """A cell that cannot resume starts again from scratch: no file of the earlier attempt stays."""
     for path in run_dir.iterdir():
         if path.name in (STATUS, "error.log"):
             continue
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def run_cell(study: StudyConfig, cell: Cell, root: Path, train: Callable[[RunConfig, str], Any],
+def run_cell(study: StudyConfig, cell: Cell, root: Path, train: Callable[..., Any],
              extra: list[tuple[str, Any]] = (), command: str = "") -> str:
+    """``train(config, command, resume=...)`` trains one cell (in this process or another)."""
     run_dir = cell.run_dir(root)
     state = cell_state(run_dir)
     if state == "done":
         return "skipped"
-    if run_dir.exists():
+    try:
+        config = cell_config(study, cell, root, extra)
+    except MtpeftError as error:  # e.g. options one method does not take: this cell fails, not the grid
+        _write_status(run_dir, state="failed", cell=cell.path, error=f"MtpeftError: {error}")
+        return "failed"
+    resume = state in ("interrupted", "failed") and resumable(run_dir, config)
+    if run_dir.exists() and not resume:
         _clear_partial(run_dir)
     attempts = read_status(run_dir).get("attempts", 0) + 1
-    _write_status(run_dir, state="running", cell=cell.path, attempts=attempts, previous=state,
+    _write_status(run_dir, state="running", cell=cell.path, attempts=attempts, previous=state, resumed=resume,
                   started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), error=None)
     start = time.perf_counter()
     try:
-        config = cell_config(study, cell, root, extra)
-        train(config, command)
+        train(config, command, resume=resume)
     except Exception as error:  # noqa: BLE001  (one failed cell must not stop the grid)
         message = str(error) or type(error).__name__
         (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
@@ -144,23 +167,37 @@ def run_cell(study: StudyConfig, cell: Cell, root: Path, train: Callable[[RunCon
     return "done"
 
 
-def subprocess_train(config: RunConfig, command: str = "") -> None:
+def in_process_train(config: RunConfig, command: str = "", resume: bool = False) -> Any:
+    """Train one cell in this process (tests, notebooks)."""
+    from mtpeft.recipes import resume_config, train
+
+    if resume:
+        return train(resume_config(Path(config.output_dir), config), command, resume=True)
+    return train(config, command)
+
+
+def subprocess_train(config: RunConfig, command: str = "", resume: bool = False) -> None:
     """Train one cell in its own ``mtpeft train`` process: its ledger's peak RSS is its own (not the
-    grid's high-water mark), and its memory is returned when it ends. Output: ``CELL/train.log``."""
+    grid's high-water mark), and its memory is returned when it ends. Output: ``CELL/train.log``
+    (appended to when the cell resumes)."""
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cell_yaml = run_dir / "cell_config.yaml"
-    save_config(config, cell_yaml)
+    if resume:
+        args = ["train", "--resume", str(run_dir)]  # the run's own saved config (checked equal to the cell's)
+    else:
+        save_config(config, cell_yaml)
+        args = ["train", "--config", str(cell_yaml)]
     log_path = run_dir / "train.log"
-    with open(log_path, "w", encoding="utf-8") as log:
-        rc = subprocess.run([sys.executable, "-m", "mtpeft", "train", "--config", str(cell_yaml)],
+    with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
+        rc = subprocess.run([sys.executable, "-m", "mtpeft", *args],
                             stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if rc != 0:
         lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         raise RuntimeError(f"'mtpeft train' exited with {rc}: {lines[-1] if lines else 'no output'} (see {log_path})")
 
 
-def run_grid(study: StudyConfig, train: Callable[[RunConfig, str], Any] | None = None,
+def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
              extra: list[tuple[str, Any]] = (), command: str = "", only: str | None = None,
              log: Callable[[str], None] = print) -> dict[str, str]:
     """Run every cell not done yet; returns cell path -> done / skipped / failed. ``train``

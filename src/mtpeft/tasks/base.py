@@ -127,19 +127,27 @@ def length_order(texts: Sequence[str]) -> list[int]:
 
 
 @torch.no_grad()
-def pooled_states(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, encoding: Encoding, desc: str) -> torch.Tensor:
-    """The pooled backbone state of every text (length-ordered batches; rows in ``texts`` order)."""
+def in_length_order(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, run: Callable[[list[int]], torch.Tensor],
+                    desc: str) -> torch.Tensor:
+    """The one inference loop: ``run`` maps a batch (indices into ``texts``, similar lengths, so
+    little padding) to one row per index; the rows come back in ``texts`` order, as float32."""
     order = length_order(texts)
     out: torch.Tensor | None = None
     model.eval()
     for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
         index = order[start : start + ctx.batch_size]
         with ctx.autocast():
-            states = model.encode(ctx.to(encode_texts([texts[i] for i in index], ctx.tokenizer, encoding))).float().cpu()
+            rows = run(index).float().cpu()
         if out is None:
-            out = torch.zeros((len(texts), states.shape[-1]))
-        out[index] = states
+            out = torch.zeros((len(texts), *rows.shape[1:]))
+        out[index] = rows
     return out if out is not None else torch.zeros((0, 0))
+
+
+def pooled_states(model: "MultiTaskModel", texts: Sequence[str], ctx: EvalContext, encoding: Encoding, desc: str) -> torch.Tensor:
+    """The pooled backbone state of every text (rows in ``texts`` order)."""
+    return in_length_order(model, texts, ctx, lambda index: model.encode(
+        ctx.to(encode_texts([texts[i] for i in index], ctx.tokenizer, encoding))), desc)
 
 
 class Task(ABC):

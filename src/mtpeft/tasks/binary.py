@@ -9,14 +9,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter, binary_label, pick_text, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import accuracy, best_threshold, binary_f1
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, stratified_subsample, subsample
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, in_length_order, stratified_subsample
 from mtpeft.tasks.encoding import encode_texts
 
 
@@ -42,6 +41,9 @@ class MLPHead(nn.Module):
     @fp32
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled).squeeze(-1)
+
+
+PREDICT_CODE_FIELDS = ("code", "func", "function", "full_code")
 
 
 def is_number(value: Any, low: float, high: float) -> bool:
@@ -89,7 +91,10 @@ class BinaryTask(Task):
         return None
 
     def parse(self, record: Record, require_label: bool = True) -> Example:
-        return Example(record_id(record), pick_text(record, self.text_fields), self.label_of(record, require_label))
+        # prediction inputs (no label required) may carry the code under any usual name, so one file
+        # serves several heads (--task defect,flaky); training data must use the configured field
+        fields = self.text_fields if require_label else tuple(dict.fromkeys((*self.text_fields, *PREDICT_CODE_FIELDS)))
+        return Example(record_id(record), pick_text(record, fields), self.label_of(record, require_label))
 
     def record_parser(self, skips: SkipCounter, require_label: bool, options: dict[str, Any]) -> Callable[[Record], Example]:
         """How one record of a file becomes an example (clone: with its functions table)."""
@@ -164,17 +169,11 @@ class BinaryTask(Task):
     @torch.no_grad()
     def probabilities(self, model: Any, examples: Sequence[Example], ctx: EvalContext, desc: str) -> np.ndarray:
         """P(label = 1) for every example, in the examples' order."""
-        order = length_order([e.text + (e.text_b or "") for e in examples])
-        probs = np.zeros(len(examples), dtype=np.float64)
-        model.eval()
-        starts = range(0, len(order), ctx.batch_size)
-        for start in tqdm(starts, desc=desc, leave=False, disable=not ctx.show_progress):
-            index = order[start : start + ctx.batch_size]
-            batch = ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))
-            with ctx.autocast():
-                logits = self.logits(model, batch)
-            probs[index] = torch.sigmoid(logits).cpu().numpy()
-        return probs
+        def run(index: list[int]) -> torch.Tensor:
+            return torch.sigmoid(self.logits(model, ctx.to(self.collate([examples[i] for i in index], ctx.tokenizer, ctx.max_len))))
+
+        texts = [e.text + (e.text_b or "") for e in examples]
+        return in_length_order(model, texts, ctx, run, desc).reshape(-1).double().numpy()
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         return (probs >= self.threshold).astype(int)
@@ -228,7 +227,7 @@ class BinaryTask(Task):
         return f"{row['idx']}\t{row['prediction']}"
 
     def predict_help(self) -> str:
-        fields = "/".join(self.text_fields)
+        fields = "/".join(dict.fromkeys((*self.text_fields, *PREDICT_CODE_FIELDS)))
         return (f"{self.description}. Input: one JSON object per line with the code in {fields} (an idx is "
                 f"kept as the id). codexglue: 'idx<TAB>0|1'; jsonl: idx, probability, prediction (threshold "
                 f"{'tuned on validation' if self.threshold_option == 'tune' else self.threshold_option}).")

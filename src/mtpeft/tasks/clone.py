@@ -13,7 +13,6 @@ functions file (option ``functions``), as in CodeXGLUE.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +21,7 @@ from torch import nn
 
 from mtpeft.data import SkipCounter, pick_text, read_records
 from mtpeft.data.jsonl import Record
-from mtpeft.errors import DataError, MtpeftError
+from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.metrics import binary_f1
 from mtpeft.tasks.base import Batch, EvalContext, EvalSet, fp32, pooled_states
 from mtpeft.tasks.binary import BinaryTask, Example, MLPHead

@@ -8,7 +8,7 @@ from typing import Any
 from mtpeft.config import TaskConfig, TrainingConfig
 from mtpeft.data.jsonl import SkipCounter
 from mtpeft.errors import MtpeftError
-from mtpeft.tasks.base import EvalSet, Task, TaskData, subsample
+from mtpeft.tasks.base import Task, TaskData, subsample
 
 
 def hold_out(examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:

@@ -15,14 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mtpeft.data import SkipCounter, binary_label, pick_text, read_jsonl, read_records
 from mtpeft.data.fields import record_id
 from mtpeft.data.jsonl import Record
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.evaluation.metrics import mrr, random_ranking_mrr
-from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, length_order, subsample
+from mtpeft.tasks.base import Batch, EvalContext, EvalSet, Task, fp32, in_length_order, subsample
 from mtpeft.tasks.registry import register_task
 
 QUERY_FIELDS = ("query", "docstring", "doc", "nl", "question")
@@ -205,17 +204,10 @@ class SearchTask(Task):
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, model: Any, texts: Sequence[str], ctx: EvalContext, max_len: int, desc: str) -> np.ndarray:
-        order = length_order(texts)
-        vectors: np.ndarray | None = None
-        model.eval()
-        for start in tqdm(range(0, len(order), ctx.batch_size), desc=desc, leave=False, disable=not ctx.show_progress):
-            index = order[start : start + ctx.batch_size]
-            with ctx.autocast():
-                out = self.embed_batch(model, ctx.to(self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len)))
-            if vectors is None:
-                vectors = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
-            vectors[index] = out.float().cpu().numpy()
-        return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+        def run(index: list[int]) -> torch.Tensor:
+            return self.embed_batch(model, ctx.to(self.tokenize([texts[i] for i in index], ctx.tokenizer, max_len)))
+
+        return in_length_order(model, texts, ctx, run, desc).numpy()
 
     def scores(self, model: Any, ranking: Ranking, ctx: EvalContext, desc: str) -> np.ndarray:
         queries, codes = self.embeddings(model, ranking, ctx, desc)
