@@ -133,3 +133,17 @@ def test_progress_bars_on_a_terminal(tiny_run, inputs, capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     code, _, err = run_predict(capsys, tiny_run, inputs["functions"], "--task", "defect")
     assert code == 0 and "predict defect" in err
+
+
+def test_one_input_file_serves_heads_trained_on_other_field_names(tiny_run, inputs, capsys, tmp_path):
+    """A run whose flaky head was trained on Flakify's full_code still predicts a file of func records."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["tasks"]["flaky"].setdefault("options", {})["text_field"] = "full_code"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = run_predict(capsys, run, inputs["functions"], "--task", "defect,flaky")
+    assert code == 0, err
+    assert [json.loads(line)["task"] for line in out.splitlines()] == ["defect"] * 6 + ["flaky"] * 6

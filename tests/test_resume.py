@@ -76,8 +76,9 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pa
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     whole = subprocess.Popen(cli("--config", str(config), "--output", str(tmp_path / "whole")), env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = open(tmp_path / "killed.err", "w")
     killed = subprocess.Popen(cli("--config", str(config), "--output", str(tmp_path / "killed")), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=errors)
     target = random.Random().randint(1, 9)  # any step after the first last/ checkpoint (12 steps in all)
     state = tmp_path / "killed" / "last" / "state.json"
     deadline = time.monotonic() + 300
@@ -88,7 +89,7 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pa
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.005)
-    assert killed.poll() is None, "the run finished before it could be killed"
+    assert killed.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.err").read_text()[-2000:]
     os.kill(killed.pid, signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL
     killed_at = json.loads(state.read_text())["progress"]["steps"]

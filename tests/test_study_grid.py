@@ -163,6 +163,39 @@ def test_a_killed_cell_resumes_from_its_last_checkpoint_to_the_same_result(tmp_p
         assert json.loads((cell / name).read_text()) == json.loads((reference / name).read_text()), name
 
 
+@pytest.mark.parametrize("weighting", ["gradnorm", "famo", "loss_normalized"])
+def test_a_killed_multi_task_cell_resumes_its_loss_weighting_exactly(tmp_path, task_files, monkeypatch, weighting):
+    """The weighting's state (weights, Adam moments, last losses) travels in last/: the resumed
+    cell's per-step weights and metrics equal those of an uninterrupted one."""
+    from mtpeft.training import loop
+
+    def study_in(folder: str):
+        return load_study(write_study(tmp_path, task_files, regimes=["multi"], tasks=["defect", "flaky"], budget=RESUMABLE,
+                                      weighting=weighting, weightings={}, output_dir=str(tmp_path / folder), set=SAVE_EVERY_STEP))
+
+    whole, killed = study_in("whole"), study_in("killed")
+    run_grid(whole, in_process_train, log=lambda _: None)
+    original, calls = loop.Trainer.train_step, {"n": 0}
+
+    def killed_at_step_6(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-epoch 2: loss_normalized has switched weights after epoch 1
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(killed, in_process_train, log=lambda _: None)
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    assert run_grid(killed, in_process_train, log=lambda _: None) == {f"lora/multi/{weighting}": "done"}
+    cell, reference = (s.output_dir / f"lora/multi/{weighting}" for s in (killed, whole))
+    assert read_status(cell)["resumed"] is True
+    history = json.loads((cell / "history.json").read_text())
+    assert history == json.loads((reference / "history.json").read_text())
+    assert history[-1]["weights"][-1]["defect"] != pytest.approx(1.0, abs=1e-4)  # the weights did move
+    assert json.loads((cell / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
+
+
 def test_a_killed_cell_whose_study_changed_starts_again(tmp_path, task_files, monkeypatch):
     from mtpeft.training import loop
 
@@ -217,8 +250,11 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32 + 8 * 5)
 
 
-def test_dry_run_probe_and_cli(tmp_path, task_files, capsys):
+def test_dry_run_probe_and_cli(tmp_path, task_files, capsys, monkeypatch):
     from mtpeft.cli import main
+    from mtpeft.study import estimate
+
+    monkeypatch.setattr(estimate, "startup_seconds", lambda: 0.0)  # (timing a fresh interpreter is not the point here)
 
     path = write_study(tmp_path, task_files, regimes=["single", "multi"], weightings={})
     table, total = dry_run(load_study(path), [tmp_path / "nothing"], startup=0.0)

@@ -90,6 +90,8 @@ def run_train(args: argparse.Namespace) -> None:
     else:
         data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
         result = train(resolve_config(data, overrides), command=command, overwrite=args.overwrite)
+    if "metrics" not in result:
+        return  # torchrun: a rank other than 0 trained its shard; rank 0 reports
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
     print(format_ledger(result["ledger"]))
     print(f"run directory: {result['run_dir']}")
@@ -100,7 +102,7 @@ def portable_args(argv: Sequence[str]) -> list[str]:
     working folder (``../shared/data``), so a committed run holds no machine's folder names."""
     out = []
     for arg in argv:
-        if os.path.isabs(arg) and os.path.exists(arg):
+        if os.path.isabs(arg):
             arg = os.path.relpath(arg)
         out.append(arg)
     return out

@@ -36,6 +36,7 @@ from mtpeft.runs import Ledger, directory_bytes, model_card, write_json
 from mtpeft.tasks import EvalContext, Task, TaskData, build_task
 from mtpeft.training.checkpoint import (ADAPTER, HEADS, checkpoint_dir, load_heads, load_last, load_state, remove_last,
                                        save_checkpoint, save_last)
+from mtpeft.training import distributed
 from mtpeft.training.loop import Trainer, seed_everything, use_bf16
 from mtpeft.training.weightings import build_weighting
 
@@ -174,7 +175,11 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ``resume``: continue the run in ``config.output_dir`` from its last/ checkpoint (the caller
     passes the run's own saved config; see ``resume_config``)."""
     run_dir = Path(config.output_dir)
-    prepare_run_dir(run_dir, overwrite, resume)
+    # under torchrun: join the process group; only rank 0 touches the run directory
+    info, device = distributed.setup(resolve_device(config.training.device))  # a missing GPU fails at once
+    if info.main:
+        prepare_run_dir(run_dir, overwrite, resume)
+    info.barrier()
     last = load_last(run_dir) if resume else None
     ledger = Ledger()
     seed_everything(config.training.seed)
@@ -184,17 +189,12 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     with ledger.phase("load_data"):
         data, skips = load_data(config, tasks, with_train=True)
     sizes = {name: describe(tasks[name], d) for name, d in data.items()}
-    device = resolve_device(config.training.device)  # before loading: a missing GPU fails at once
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
         model.to(device)
     # written once data and model have loaded: a run that fails early leaves the folder as it was
-    if not resume:  # a resumed run keeps its config; its command lines add up
-        save_config(config, run_dir / "config.yaml")
-    if command:
-        previous = (run_dir / "command.txt").read_text(encoding="utf-8") if resume and (run_dir / "command.txt").exists() else ""
-        atomic_write_text(run_dir / "command.txt", previous + command + "\n")
-    write_json(run_dir / "data_report.json", {"sizes": sizes} | skips.report())
+    if info.main:
+        write_run_inputs(run_dir, config, command, resume, {"sizes": sizes} | skips.report())
     ledger.record_parameters(model.parameter_counts())
 
     def save_best(weighting: torch.nn.Module, state: dict[str, Any]) -> None:
@@ -203,12 +203,17 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         save_checkpoint(run_dir, model, method, {"loss_weighting": weighting}, state)
 
     ctx = eval_context(config, model.backbone.tokenizer)
-    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx, run_dir / "tb",
-                      phase=ledger.phase, save_last=lambda tensors, state: save_last(run_dir, tensors, state))
+    trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx,
+                      run_dir / "tb" if info.main else None, phase=ledger.phase,
+                      save_last=(lambda tensors, state: save_last(run_dir, tensors, state)) if info.main else None,
+                      dist=info)
     resumed_tokens = last[1]["progress"]["tokens"] if last else 0
     with ledger.phase("train_and_validate"):
         result = trainer.fit(resume=last)
     del last
+    distributed.teardown(info)
+    if not info.main:
+        return {"rank": info.rank}  # rank 0 evaluates and writes the outputs
     history = [dataclasses.asdict(r) for r in result.history]
     write_json(run_dir / "history.json", history)
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
@@ -237,6 +242,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "tasks": list(tasks),
         "bf16": use_bf16(config.training, device),
         "device": str(device),
+        "world_size": info.world,
         "epochs": config.training.epochs,
         "steps": result.steps,
         "best_epoch": result.best_epoch,
@@ -312,6 +318,16 @@ def predict(run_dir: Path, task_names: list[str], input_path: Path, options: dic
         else:
             lines += [json.dumps({"task": name} | row) for row in rows]
     return lines, skips
+
+
+def write_run_inputs(run_dir: Path, config: RunConfig, command: str, resume: bool, data_report: dict[str, Any]) -> None:
+    """config.yaml (a resumed run keeps its own), command.txt (a resumed run's lines add up), data_report.json."""
+    if not resume:
+        save_config(config, run_dir / "config.yaml")
+    if command:
+        previous = (run_dir / "command.txt").read_text(encoding="utf-8") if resume and (run_dir / "command.txt").exists() else ""
+        atomic_write_text(run_dir / "command.txt", previous + command + "\n")
+    write_json(run_dir / "data_report.json", data_report)
 
 
 # config keys that may differ when a run is resumed: they do not change what is computed

@@ -43,6 +43,9 @@ class MLPHead(nn.Module):
         return self.net(pooled).squeeze(-1)
 
 
+PREDICT_CODE_FIELDS = ("code", "func", "function", "full_code")
+
+
 def is_number(value: Any, low: float, high: float) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
@@ -88,7 +91,10 @@ class BinaryTask(Task):
         return None
 
     def parse(self, record: Record, require_label: bool = True) -> Example:
-        return Example(record_id(record), pick_text(record, self.text_fields), self.label_of(record, require_label))
+        # prediction inputs (no label required) may carry the code under any usual name, so one file
+        # serves several heads (--task defect,flaky); training data must use the configured field
+        fields = self.text_fields if require_label else tuple(dict.fromkeys((*self.text_fields, *PREDICT_CODE_FIELDS)))
+        return Example(record_id(record), pick_text(record, fields), self.label_of(record, require_label))
 
     def record_parser(self, skips: SkipCounter, require_label: bool, options: dict[str, Any]) -> Callable[[Record], Example]:
         """How one record of a file becomes an example (clone: with its functions table)."""
@@ -221,7 +227,7 @@ class BinaryTask(Task):
         return f"{row['idx']}\t{row['prediction']}"
 
     def predict_help(self) -> str:
-        fields = "/".join(self.text_fields)
+        fields = "/".join(dict.fromkeys((*self.text_fields, *PREDICT_CODE_FIELDS)))
         return (f"{self.description}. Input: one JSON object per line with the code in {fields} (an idx is "
                 f"kept as the id). codexglue: 'idx<TAB>0|1'; jsonl: idx, probability, prediction (threshold "
                 f"{'tuned on validation' if self.threshold_option == 'tune' else self.threshold_option}).")

@@ -182,13 +182,24 @@ class SearchTask(Task):
     def loss(self, model: Any, batch: Batch) -> torch.Tensor:
         queries = self.embed_batch(model, batch["query"])
         codes = self.embed_batch(model, batch["code"])
-        return self.info_nce(queries, codes)
+        offset = 0
+        if batch.get("gather") is not None:
+            # data-parallel training: every rank's codes are negatives of these queries, as in one
+            # process; ``offset`` is where this rank's own codes sit among them
+            codes, offset = batch["gather"](codes)
+        return self.info_nce(queries, codes, offset)
+
+    def info_nce(self, queries: torch.Tensor, codes: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """In-batch InfoNCE: query i's code is column offset + i (clamped: a rank with an empty
+        shard runs one placeholder query whose loss counts 0)."""
+        logits = self.similarities(queries, codes)
+        labels = (offset + torch.arange(len(logits), device=logits.device)).clamp(max=max(len(codes) - 1, 0))
+        return nn.functional.cross_entropy(logits, labels)
 
     @fp32
-    def info_nce(self, queries: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """In-batch InfoNCE; the similarities in fp32 (scaled by 20, bf16 would round them by ~0.08)."""
-        logits = self.scale * queries @ codes.T
-        return nn.functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    def similarities(self, queries: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine similarities in fp32 (scaled by 20, bf16 would round them by ~0.08)."""
+        return self.scale * queries @ codes.T
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()

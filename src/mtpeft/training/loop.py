@@ -30,6 +30,8 @@ from mtpeft.model.multitask import MultiTaskModel
 from mtpeft.device import bf16_pays_off
 from mtpeft.tasks.base import EvalContext, Task, TaskData, to_device
 from mtpeft.training.batching import build_stream
+from mtpeft.training.distributed import (SINGLE, Distributed, all_reduce_gradients, all_reduce_sum, broadcast_parameters,
+                                         gather_rows, shard, shard_sizes)
 from mtpeft.training.resume import (Tensors, load_module, load_optimizer, load_rng, load_trainable, module_state,
                                     optimizer_state, rng_state, trainable_state)
 from mtpeft.training.samplers import TaskSampler, build_sampler
@@ -143,6 +145,7 @@ class Trainer:
         log_dir: Path | None = None,
         phase: Callable[[str], ContextManager[Any]] | None = None,
         save_last: Callable[[Tensors, dict[str, Any]], None] | None = None,
+        dist: Distributed = SINGLE,
     ) -> None:
         self.model, self.tasks, self.data, self.config, self.max_len = model, tasks, data, config, max_len
         self.save_best = save_best
@@ -151,6 +154,7 @@ class Trainer:
         self.phase = phase or (lambda name: contextlib.nullcontext())  # times validation apart from training
         self.tokenizer = model.backbone.tokenizer
         self.device = eval_ctx.device
+        self.dist = dist  # torchrun: this process's rank (only rank 0 validates and writes)
         self.bf16 = use_bf16(config, self.device)
         self.weighting = build_weighting(config.weighting, list(tasks), config.weighting_options)
         self.shared = list(model.backbone_parameters())  # what GradNorm measures gradients on (not heads)
@@ -190,6 +194,7 @@ class Trainer:
         optimizer = self.optimizer()
         schedule = get_linear_schedule_with_warmup(optimizer, int(c.warmup * total), total)
         self.parts = Parts(streams, sampler, optimizer, schedule)
+        broadcast_parameters([self.model, self.weighting], self.dist)
         state = TrainResult() if resume is None else self.restore(*resume)
         self.last_save_step = state.steps
         purge = state.steps + 1 if resume is not None else None  # drop events logged after the checkpoint
@@ -226,7 +231,9 @@ class Trainer:
                 self.weighting.end_epoch({n: total_ / count for n, (total_, count) in state.epoch_loss.items() if count})
                 state.epoch_loss = {}
             if self.validation_due(state, epoch_done, total):
-                self.validate(state, epoch)
+                if self.dist.main:  # validation runs once, on rank 0, while the others wait
+                    self.validate(state, epoch)
+                self.dist.barrier()
                 self.model.train()
             if epoch_done:
                 state.epoch, state.step_in_epoch = epoch + 1, 0
@@ -234,27 +241,46 @@ class Trainer:
                 self.write_last(state)
 
     def train_step(self, state: TrainResult, step_tasks: list[str], streams: dict[str, Stream]) -> dict[str, float]:
-        """Forward and backward of every task of one step (gradients accumulate), then clipping."""
-        losses = {}
+        """Forward and backward of every task of one step (gradients accumulate), gradient sync
+        across ranks (torchrun), then clipping. Returns each task's loss on the global batch."""
+        losses, tokens = {}, 0
         for name in step_tasks:
             examples = streams[name].next()
             state.examples_seen[name] = state.examples_seen.get(name, 0) + len(examples)
-            batch = self.tasks[name].collate(examples, self.tokenizer, self.max_len)
-            state.tokens += count_tokens(batch)
+            local, share = shard(examples, self.dist)  # one process: the whole batch, share 1
+            batch = self.tasks[name].collate(local, self.tokenizer, self.max_len)
+            tokens += count_tokens(batch) if share > 0 else 0
             batch = to_device(batch, self.device)
+            if self.dist.active:
+                sizes = shard_sizes(len(examples), self.dist.world)
+                batch["gather"] = lambda rows, sizes=sizes: gather_rows(rows, sizes, self.dist)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = self.tasks[name].loss(self.model, batch).float()
             # the weighted sum's gradient is the sum of the terms' gradients: back-propagate
             # each task now so only one task's activations are alive at a time. The loss
-            # weighting stays on the CPU (a few scalars); the loss comes to it.
-            self.weighting.term(name, loss.cpu()).backward()
+            # weighting stays on the CPU (a few scalars); the loss comes to it. Under torchrun
+            # each rank's term counts by its share of the global batch (the sum over ranks is
+            # then the global batch's term).
+            (self.weighting.term(name, loss.cpu()) * share).backward()
             self.weighting.observe_gradients(name, self.shared)
-            losses[name] = loss.item()
+            losses[name] = loss.item() * share
         penalty = self.weighting.regularizer()
         if penalty is not None:
-            penalty.backward()
+            (penalty / self.dist.world).backward()  # once per step, not once per rank
+        all_reduce_gradients([*self.model.parameters(), *self.weighting.parameters()], self.dist)
         # the loss weights' own parameters are clipped with the rest (a learned weighting is trained too)
         torch.nn.utils.clip_grad_norm_([*self.model.parameters(), *self.weighting.parameters()], self.config.max_grad_norm)
+        return self.global_losses(state, losses, tokens)
+
+    def global_losses(self, state: TrainResult, losses: dict[str, float], tokens: int) -> dict[str, float]:
+        """The step's losses and token count summed over the ranks (one process: as they are), so
+        logs, loss weightings and history see the global batch on every rank."""
+        if self.dist.active:
+            names = list(losses)
+            totals = all_reduce_sum(torch.tensor([*(losses[n] for n in names), tokens], dtype=torch.float64,
+                                                 device=self.device), self.dist).tolist()
+            losses, tokens = dict(zip(names, totals[:-1])), int(round(totals[-1]))
+        state.tokens += tokens
         return losses
 
     def log_losses(self, state: TrainResult, losses: dict[str, float]) -> None:
