@@ -11,6 +11,19 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Labels, grid, legend, then write the PNG and free the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def learning_curve(history: list[dict[str, Any]], headline: dict[str, str], path: Path, title: str = "") -> Path | None:
     """One line per validation set: its headline metric at each validation, x = that task's
     training examples seen so far. ``headline`` maps a set name (``search/cosqa``) to its metric."""
@@ -24,15 +37,8 @@ def learning_curve(history: list[dict[str, Any]], headline: dict[str, str], path
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", label=f"{set_name} ({metric})")
-    ax.set_xlabel("training examples seen by the task")
-    ax.set_ylabel("validation metric")
-    ax.set_title(title or "Learning curve (validation)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, "training examples seen by the task", "validation metric",
+                   title or "Learning curve (validation)", path)
 
 
 def loss_weights_plot(history: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
@@ -47,12 +53,5 @@ def loss_weights_plot(history: list[dict[str, Any]], path: Path, title: str = ""
     for task in tasks:
         ax.plot(steps, [row[task] for row in rows], label=task)
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":", label="equal (1)")
-    ax.set_xlabel("optimisation step")
-    ax.set_ylabel("loss weight (sum = number of tasks)")
-    ax.set_title(title or "Loss weights per step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, "optimisation step", "loss weight (sum = number of tasks)",
+                   title or "Loss weights per step", path)
