@@ -252,6 +252,13 @@ def test_a_validation_cap_keeps_every_positive_and_a_test_cap_keeps_the_shares()
     assert len(test.data) == 300 and sum(e.label for e in test.data) == round(300 * 38 / 1000)
     assert flaky.cap(EvalSet("flaky", examples), 300, 1, "test").data != test.data  # still a seeded sample
 
+    # a common positive class (BigCloneBench: 77% clones) must not crowd the negatives out
+    pairs = [Example(str(i), f"t{i}", int(i % 100 < 77)) for i in range(1000)]
+    clone = build_task("clone").cap(EvalSet("clone", pairs), 150, 0, "valid")
+    kept_negatives = sum(e.label == 0 for e in clone.data)
+    assert len(clone.data) == 150 and kept_negatives == 75
+    assert clone.class_weights == {0: pytest.approx(230 / 75), 1: pytest.approx(770 / 75)}
+
 
 def test_tuning_on_an_enriched_validation_set_weighs_the_negatives_back():
     """With the negatives weighed back to their real share, the F1-best threshold is the one of

@@ -85,16 +85,20 @@ def subsample(items: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
 
 
 def stratified_subsample(items: Sequence[Any], limit: int | None, seed: int, label: Callable[[Any], Any],
-                         keep_whole: Any = None) -> list[Any]:
+                         favour: Any = None) -> list[Any]:
     """A seeded subset (order kept) in which each class keeps its share (largest remainder), so a
-    rare class is not left to chance; the class ``keep_whole`` is kept entirely (up to ``limit``)."""
+    rare class is not left to chance. The class ``favour`` (a rare one) gets at least half of
+    ``limit`` when it has that many, and all of itself otherwise."""
     items = list(items)
     if limit is None or limit >= len(items):
         return items
     groups: dict[Any, list[int]] = {}
     for i, item in enumerate(items):
         groups.setdefault(label(item), []).append(i)
-    quota = {keep_whole: min(len(groups[keep_whole]), limit)} if keep_whole in groups else {}
+    quota = {}
+    if favour in groups:
+        proportional = round(limit * len(groups[favour]) / len(items))
+        quota[favour] = min(len(groups[favour]), max(proportional, limit // 2))
     rest = limit - sum(quota.values())
     others = {k: len(v) for k, v in groups.items() if k not in quota}
     total = sum(others.values())

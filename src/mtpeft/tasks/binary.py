@@ -118,17 +118,19 @@ class BinaryTask(Task):
         return self.cap(EvalSet(name, self.read_examples(source, skips)), limit, seed, "test")
 
     def cap(self, evalset: EvalSet, limit: int | None, seed: int, split: str) -> EvalSet:
-        """Label-stratified caps. A validation cap keeps every positive (FlakeFlagger's 3.7% would
-        leave a threshold tuned on ~10 positives) and records the weight that restores the
-        negatives' share for tuning; a test cap keeps the set's class shares exactly."""
+        """Label-stratified caps. A validation cap gives the rarer class up to half of the cap, or all
+        of it (FlakeFlagger's 3.7% would leave a threshold tuned on ~10 positives; BigCloneBench's
+        23% negatives on ~35), and records per class the weight that restores its real share for
+        threshold tuning; a test cap keeps the set's class shares exactly."""
         examples = evalset.data
         if limit is None or limit >= len(examples):
             return evalset
-        kept = stratified_subsample(examples, limit, seed, lambda e: e.label, keep_whole=1 if split == "valid" else None)
+        positives = sum(e.label == 1 for e in examples)
+        rarer = 1 if positives <= len(examples) - positives else 0
+        kept = stratified_subsample(examples, limit, seed, lambda e: e.label, favour=rarer if split == "valid" else None)
         weights = None
         if split == "valid":
-            negatives, kept_negatives = sum(e.label == 0 for e in examples), sum(e.label == 0 for e in kept)
-            weights = {0: negatives / kept_negatives if kept_negatives else 1.0, 1: 1.0}
+            weights = {c: sum(e.label == c for e in examples) / max(1, sum(e.label == c for e in kept)) for c in (0, 1)}
         return EvalSet(evalset.name, kept, weights)
 
     def read_predict(self, path: Path, skips: SkipCounter, options: dict[str, Any]) -> list[Example]:
