@@ -382,6 +382,8 @@ def test_a_copied_run_folder_evaluates_with_its_data_elsewhere(tmp_path, capsys)
     assert "${data}/defect.jsonl.gz" in saved and str(data) not in saved.replace(f"data: {data}", "")
     assert yaml.safe_load(saved)["vars"]["data"] == str(data)  # the root, recorded once, replaceable
     assert json.loads((run / "checkpoint/adapter/adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-bert"
+    card = (run / "checkpoint/adapter/README.md").read_text()
+    assert "base_model: tiny-bert" in card and "mtpeft-cache" not in card  # peft's card names no machine folder
     assert not any(arg.startswith("/") for arg in (run / "command.txt").read_text().split())
     assert "${data}/defect.jsonl.gz" in (run / "README.md").read_text()
 

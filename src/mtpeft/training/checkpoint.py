@@ -59,9 +59,14 @@ def portable_base_model(adapter_dir: Path, backbone_name: str | None) -> None:
     if backbone_name is None or not config_file.exists():
         return
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    if "base_model_name_or_path" in config:
-        config["base_model_name_or_path"] = backbone_name
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    machine_path = config.get("base_model_name_or_path")
+    if machine_path is None:
+        return
+    config["base_model_name_or_path"] = backbone_name
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    card = adapter_dir / "README.md"  # peft's model card names the same folder
+    if machine_path and card.exists():
+        card.write_text(card.read_text(encoding="utf-8").replace(machine_path, backbone_name), encoding="utf-8")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
