@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mtpeft-installed
 
-.PHONY: demo test smollm2 full full-resume clean
+.PHONY: demo test smollm2 full full-resume single resume clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ full: $(STAMP)
 
 full-resume: $(STAMP)
 	$(BIN)/mtpeft train --resume runs/full
+
+# one task alone with the same recipe and per-task budget (results/st-minilm-lora/TASK): make single TASK=defect
+single: $(STAMP)
+	$(BIN)/mtpeft train $(FULL_ARGS) --tasks $(TASK) --output runs/single/$(TASK) --overwrite
+
+# continue any run that wrote a last/ checkpoint: make resume RUN=runs/single/defect
+resume: $(STAMP)
+	$(BIN)/mtpeft train --resume $(RUN)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -153,3 +153,9 @@ def test_frozen_weights_in_bf16_keep_trainables_fp32(task_files, tmp_path):
     inputs = model.backbone.tokenizer(["int f() { return 1; }"], return_tensors="pt")
     pooled = model.encode({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]})
     assert pooled.dtype == torch.float32 and torch.isfinite(pooled).all()  # runs without the caller's autocast
+
+
+def test_the_pair_head_is_the_study_s_width_not_half_its_4h_input():
+    # 4h -> h/2 -> 1: a checkpoint with two Adam moments stays a few MB at h = 384
+    head = PairHead(384)
+    assert sum(p.numel() for p in head.parameters()) == 4 * 384 * 192 + 192 + 192 + 1

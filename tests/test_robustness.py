@@ -87,6 +87,20 @@ def test_evaluate_reads_the_config_saved_inside_the_checkpoint(trained_run, tmp_
     assert state["config"]["backbone"]["pooling"] == "mean"
 
 
+def test_evaluate_can_score_validation_alone(trained_run, tmp_path, capsys, monkeypatch):
+    """`mtpeft evaluate RUN --split valid` rescores the validation sets and never the test sets."""
+    from mtpeft import recipes
+
+    run = copy_run(trained_run, tmp_path)
+    scored = []
+    real = recipes.evaluate_sets
+    monkeypatch.setattr(recipes, "evaluate_sets", lambda model, tasks, sets, ctx: scored.append(sets) or real(model, tasks, sets, ctx))
+    assert main(["evaluate", str(run), "--split", "valid", "-o", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert "test" not in metrics and metrics["valid"] == json.loads((run / "metrics.json").read_text())["valid"]
+    assert len(scored) == 1
+
+
 def test_a_failed_run_leaves_an_empty_folder_reusable(tmp_path, task_files, capsys):
     config = write_config(tmp_path, task_files)
     Path(task_files["flaky"]["train"]).unlink()
@@ -274,6 +288,32 @@ def test_tuning_on_an_enriched_validation_set_weighs_the_negatives_back():
     assert best_threshold(labels, probs, "f1", weights) == pytest.approx(0.9)
 
 
+def test_scores_on_an_enriched_validation_set_estimate_the_whole_set():
+    """A validation cap that keeps every flaky test (38 of 1,000 -> 38 of 300) must not report the F1
+    of a 13%-positive set: its negatives are weighed back, so a fixed predictor scores the same F1 and
+    accuracy on the capped set as on the whole one, and so does the trivial all-positive baseline."""
+    import numpy as np
+
+    from mtpeft.tasks import EvalSet, build_task
+    from mtpeft.tasks.binary import Example
+
+    examples = [Example(str(i), f"t{i}", int(i % 27 == 0)) for i in range(1000)]
+    flaky, defect = build_task("flaky"), build_task("defect")
+    whole = EvalSet("flaky", examples)
+    capped = flaky.cap(whole, 300, 0, "valid")
+    # a predictor that finds every positive and calls one negative in six positive
+    outputs = {e.id: float(e.label or int(e.id) % 6 == 0) for e in examples}
+
+    def scores(task, evalset):
+        return task.score_from(evalset, np.array([outputs[e.id] for e in evalset.data]))
+
+    for task in (flaky, defect):
+        full, estimate = scores(task, whole), scores(task, capped)
+        assert estimate == pytest.approx(full, abs=0.03)
+    assert flaky.trivial_metrics(capped)["f1"] == pytest.approx(flaky.trivial_metrics(whole)["f1"])
+    assert defect.trivial_metrics(capped)["accuracy"] == pytest.approx(962 / 1000)
+
+
 # ---- item 11: precision and clipping ---------------------------------------------------------------
 def test_heads_and_infonce_run_in_fp32_under_bf16_autocast():
     from mtpeft.tasks import build_task
@@ -396,3 +436,18 @@ def test_a_copied_run_folder_evaluates_with_its_data_elsewhere(tmp_path, capsys)
     assert json.loads((tmp_path / "m.json").read_text())["test"] == metrics["test"]
     assert main(["evaluate", str(elsewhere / "run")]) == 2  # the old data root is gone: one clear line
     assert "file not found" in one_line_error(capsys)
+
+
+def test_a_validation_only_run_never_scores_the_test_sets(tmp_path, task_files, monkeypatch):
+    """Recipe sweeps choose on validation: with training.evaluate_test false no test set is scored."""
+    from mtpeft import recipes
+    from mtpeft.config import resolve_config
+
+    scored = []
+    real = recipes.evaluate_sets
+    monkeypatch.setattr(recipes, "evaluate_sets", lambda model, tasks, sets, ctx: scored.append(sets) or real(model, tasks, sets, ctx))
+    files = {k: task_files[k] for k in ("defect", "flaky")}
+    config = resolve_config(tiny_config(files, tmp_path / "run", epochs=1, steps_per_epoch=1, evaluate_test=False))
+    result = recipes.train(config)
+    assert not scored and "test" not in result["metrics"] and set(result["metrics"]["valid"]) == {"defect", "flaky"}
+    assert set(json.loads((tmp_path / "run" / "trivial_baselines.json").read_text())) == {"valid"}

@@ -164,3 +164,13 @@ def test_report_of_a_study_without_finished_cells_says_so(tmp_path, capsys):
                                                              "regime": "single", "tasks": ["defect"], "weighting": "equal"}]}))
     assert main(["report", str(root)]) == 2
     assert "no finished cell yet" in capsys.readouterr().err
+
+
+def test_an_affinity_within_the_noise_margin_is_no_effect():
+    from mtpeft.study.findings import search_clone_defect_affinity
+
+    clear = {"search": {"clone": 2.0, "defect": -3.0}, "clone": {"search": 1.5}, "defect": {"search": -1.2}}
+    assert search_clone_defect_affinity(clear).verdict == "reproduced"
+    # +0.4 and -0.6 points are within a test set's noise: two of four hold
+    noisy = {"search": {"clone": 0.4, "defect": -3.0}, "clone": {"search": 1.5}, "defect": {"search": -0.6}}
+    assert search_clone_defect_affinity(noisy).verdict == "partly"

@@ -111,7 +111,7 @@ def portable_args(argv: Sequence[str]) -> list[str]:
 def run_evaluate(args: argparse.Namespace) -> None:
     from mtpeft.recipes import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.output, args.data, args.device)
+    metrics = evaluate_run(args.run_dir, args.output, args.data, args.device, tuple(args.split.split(",")))
     print(format_metrics(metrics))
 
 
@@ -428,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="where ${data} is on this machine (default: the folder the run was trained with)")
     p.add_argument("--device", default=None, help="auto (CUDA when present, the default) | cpu | cuda | cuda:N")
+    p.add_argument("--split", default="valid,test", choices=["valid,test", "valid", "test"],
+                   help="which splits to score (valid alone: a recipe chosen on validation never reads the test sets)")
     p.set_defaults(func=run_evaluate)
     add_predict_parser(sub)
     p = sub.add_parser("report", help="a markdown table comparing finished run directories, or a study folder's report",

@@ -80,6 +80,8 @@ class TrainingConfig:
     save_every_steps: int | None = None  # write the resumable last/ checkpoint every N steps
     save_every_minutes: float | None = None  # ... or every N minutes (either may be set, or both)
     keep_last: bool = False  # keep last/ once the run has finished (it is removed by default)
+    # False: a validation-only run (recipe sweeps choose on validation): the test sets are not scored
+    evaluate_test: bool = True
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     skip_bad_records: bool = False
     progress: bool = True

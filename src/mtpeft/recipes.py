@@ -16,7 +16,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -153,12 +153,11 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def test_and_valid_metrics(config: RunConfig, tasks: dict[str, Task], model: MultiTaskModel, data: dict[str, TaskData]) -> dict[str, Any]:
+def split_metrics(config: RunConfig, tasks: dict[str, Task], model: MultiTaskModel, data: dict[str, TaskData],
+                  splits: Sequence[str] = ("valid", "test")) -> dict[str, Any]:
+    """The metrics of each split asked for (valid, test), with the checkpoint's thresholds."""
     ctx = eval_context(config, model.backbone.tokenizer)
-    metrics: dict[str, Any] = {
-        "valid": evaluate_sets(model, tasks, {n: d.valid for n, d in data.items()}, ctx),
-        "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx),
-    }
+    metrics = {split: evaluate_sets(model, tasks, {n: getattr(d, split) for n, d in data.items()}, ctx) for split in splits}
     return with_decisions(metrics, tasks)
 
 
@@ -219,21 +218,24 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     headline = {s.name: tasks[n].metric for n, d in data.items() for s in d.valid}
     learning_curve(history, headline, run_dir / "learning_curve.png", f"{config.method.name} on {', '.join(tasks)}")
     loss_weights_plot(history, run_dir / "loss_weights.png", f"{config.training.weighting} loss weights ({config.method.name})")
-    # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
-    with ledger.phase("reload"):
-        del model, trainer
-        config_loaded, tasks, model = load_run(run_dir, device=config.training.device)
-    with ledger.phase("evaluate_test"):
-        # validation is not run again: its numbers are those of the best validation during training
-        # (the checkpoint holds that model and the thresholds tuned then, so `mtpeft evaluate`
-        # reproduces them); only the test sets are new
-        ctx = eval_context(config_loaded, model.backbone.tokenizer)
-        metrics = with_decisions({"valid": result.best_valid,
-                                  "test": evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)}, tasks)
+    # validation is not run again: its numbers are those of the best validation during training
+    # (the checkpoint holds that model and the thresholds tuned then, so `mtpeft evaluate`
+    # reproduces them); only the test sets are new
+    metrics = {"valid": result.best_valid}
+    scored = "test" if config.training.evaluate_test else "valid"
+    if config.training.evaluate_test:
+        # evaluate exactly what `mtpeft evaluate` will see: the checkpoint as written to disk
+        with ledger.phase("reload"):
+            del model, trainer
+            config_loaded, tasks, model = load_run(run_dir, device=config.training.device)
+        with ledger.phase("evaluate_test"):
+            ctx = eval_context(config_loaded, model.backbone.tokenizer)
+            metrics["test"] = evaluate_sets(model, tasks, {n: d.test for n, d in data.items()}, ctx)
+    metrics = with_decisions(metrics, tasks)
     write_json(run_dir / "metrics.json", metrics)
-    # what the test metrics must beat: majority class, all-positive, random ranking (same sets)
-    trivial = trivial_baselines(tasks, {n: d.test for n, d in data.items()})
-    write_json(run_dir / "trivial_baselines.json", {"test": trivial})
+    # what the metrics must beat: majority class, all-positive, random ranking (same sets)
+    trivial = trivial_baselines(tasks, {n: getattr(d, scored) for n, d in data.items()})
+    write_json(run_dir / "trivial_baselines.json", {scored: trivial})
     # training alone: the loop's wall time less its validations and checkpoint writes
     train_seconds = ledger.phases["train_and_validate"] - ledger.phases.get("validate", 0.0) - ledger.phases.get("save_last", 0.0)
     ledger.values |= {
@@ -267,12 +269,13 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
             "trivial": trivial}
 
 
-def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """Reload a run and recompute its valid and test metrics (written to ``output`` if given);
+def evaluate_run(run_dir: Path, output: Path | None = None, data_root: str | None = None, device: str | None = None,
+                 splits: Sequence[str] = ("valid", "test")) -> dict[str, Any]:
+    """Reload a run and recompute the metrics of ``splits`` (written to ``output`` if given);
     ``data_root`` is where ``${data}`` is on this machine."""
     config, tasks, model = load_run(run_dir, data_root, device)
     data, _ = load_data(config, tasks, with_train=False)
-    metrics = test_and_valid_metrics(config, tasks, model, data)
+    metrics = split_metrics(config, tasks, model, data, splits)
     if output:
         write_json(Path(output), metrics)
     return metrics

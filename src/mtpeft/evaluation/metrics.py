@@ -8,15 +8,16 @@ import numpy as np
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 
-def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-    """CodeXGLUE defect detection: the share of functions whose 0/1 prediction equals the label."""
-    return {"accuracy": float(accuracy_score(labels, predictions))}
+def accuracy(labels: Sequence[int], predictions: Sequence[int], weights: Sequence[float] | None = None) -> dict[str, float]:
+    """CodeXGLUE defect detection: the share of functions whose 0/1 prediction equals the label.
+    ``weights`` (per example) count an example several times, as in ``best_threshold``."""
+    return {"accuracy": float(accuracy_score(labels, predictions, sample_weight=weights))}
 
 
-def binary_f1(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+def binary_f1(labels: Sequence[int], predictions: Sequence[int], weights: Sequence[float] | None = None) -> dict[str, float]:
     """Precision, recall and F1 of the positive class (clone / flaky), 0 where undefined."""
     precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, average="binary", pos_label=1, zero_division=0
+        labels, predictions, average="binary", pos_label=1, zero_division=0, sample_weight=weights
     )
     return {"f1": float(f1), "precision": float(precision), "recall": float(recall)}
 

@@ -30,13 +30,12 @@ class Example:
 
 
 class MLPHead(nn.Module):
-    """The study's classification head: h -> h/2 -> ReLU -> dropout -> 1 logit."""
+    """The study's classification head: in -> width (default in/2) -> ReLU -> dropout -> 1 logit."""
 
-    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+    def __init__(self, in_size: int, dropout: float = 0.1, width: int | None = None) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size // 2), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden_size // 2, 1)
-        )
+        width = width or in_size // 2
+        self.net = nn.Sequential(nn.Linear(in_size, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 1))
 
     @fp32
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -48,6 +47,14 @@ PREDICT_CODE_FIELDS = ("code", "func", "function", "full_code")
 
 def is_number(value: Any, low: float, high: float) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def class_weights(evalset: EvalSet, labels: np.ndarray) -> np.ndarray | None:
+    """Per-example weights that restore the class shares a validation cap changed (None: as read),
+    so metrics and thresholds on a capped set estimate those of the whole set."""
+    if not evalset.class_weights:
+        return None
+    return np.array([evalset.class_weights.get(int(y), 1.0) for y in labels], dtype=np.float64)
 
 
 class BinaryTask(Task):
@@ -180,7 +187,7 @@ class BinaryTask(Task):
     def decide(self, probs: np.ndarray) -> np.ndarray:
         return (probs >= self.threshold).astype(int)
 
-    def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    def score(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
         raise NotImplementedError
 
     def outputs(self, model: Any, evalset: EvalSet, ctx: EvalContext) -> np.ndarray:
@@ -189,19 +196,20 @@ class BinaryTask(Task):
     def tune_from(self, evalset: EvalSet, outputs: np.ndarray) -> None:
         if self.threshold_option == "tune":
             # the threshold that maximises this task's headline metric on validation data
-            labels = [e.label for e in evalset.data]
-            weights = [evalset.class_weights.get(y, 1.0) for y in labels] if evalset.class_weights else None
-            self.threshold = best_threshold(labels, outputs, self.metric, weights)
+            labels = np.array([e.label for e in evalset.data])
+            self.threshold = best_threshold(labels, outputs, self.metric, class_weights(evalset, labels))
 
     def trivial_metrics(self, evalset: EvalSet) -> dict[str, float]:
         """Always the majority class (accuracy) and always the positive class (F1 and the rest)."""
         labels = np.array([e.label for e in evalset.data])
-        majority = int(labels.mean() >= 0.5) if len(labels) else 0
-        return accuracy(labels, np.full(len(labels), majority)) | binary_f1(labels, np.ones(len(labels), dtype=int))
+        weights = class_weights(evalset, labels)
+        majority = int(np.average(labels, weights=weights) >= 0.5) if len(labels) else 0
+        return (accuracy(labels, np.full(len(labels), majority), weights)
+                | binary_f1(labels, np.ones(len(labels), dtype=int), weights))
 
     def score_from(self, evalset: EvalSet, outputs: np.ndarray) -> dict[str, float]:
         labels = np.array([e.label for e in evalset.data])
-        return self.score(labels, self.decide(outputs))
+        return self.score(labels, self.decide(outputs), class_weights(evalset, labels))
 
     def decision_note(self) -> dict[str, Any]:
         if self.threshold_option != "tune":

@@ -42,11 +42,14 @@ def read_functions(path: Any, skips: SkipCounter) -> dict[str, str]:
 
 
 class PairHead(nn.Module):
-    """The study's MLP over [u, v, |u-v|, u*v]; symmetric, since clone(a, b) = clone(b, a)."""
+    """The study's MLP over [u, v, |u-v|, u*v]; symmetric, since clone(a, b) = clone(b, a).
+
+    Its hidden width is the study's h/2 (not half of the 4h input): 0.3M parameters instead of 1.2M,
+    which keeps a resumable checkpoint (weights plus two Adam moments) small enough to commit."""
 
     def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.mlp = MLPHead(4 * hidden_size, dropout)
+        self.mlp = MLPHead(4 * hidden_size, dropout, width=hidden_size // 2)
 
     def one_way(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))
@@ -192,8 +195,8 @@ class CloneTask(BinaryTask):
             return super().text_length(example)
         return max(len(example.text), len(example.text_b or ""))
 
-    def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-        return binary_f1(labels, predictions)
+    def score(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        return binary_f1(labels, predictions, weights)
 
     # ---- inference --------------------------------------------------------------------------
     def row(self, example: Example, probability: float, decision: int) -> dict[str, Any]:

@@ -20,6 +20,6 @@ class DefectTask(BinaryTask):
     text_fields = ("func", "code", "function")
     label_fields = ("target", "label")
 
-    def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    def score(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
         # accuracy is the headline (CodeXGLUE); F1 of the vulnerable class is reported beside it
-        return accuracy(labels, predictions) | binary_f1(labels, predictions)
+        return accuracy(labels, predictions, weights) | binary_f1(labels, predictions, weights)

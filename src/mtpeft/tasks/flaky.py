@@ -32,5 +32,5 @@ class FlakyTask(BinaryTask):
         chosen = self.options.get("text_field")
         return (chosen,) if chosen else ("full_code", "final_code", "code", "func")
 
-    def score(self, labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-        return binary_f1(labels, predictions)
+    def score(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        return binary_f1(labels, predictions, weights)
