@@ -4,8 +4,9 @@ validation only, with one table of the results.
     python scripts/recipe_sweep.py configs/recipe_sweep.yaml --data ../shared/data [--only defect/]
 
 Each variant is an ordinary run directory (``OUTPUT/VARIANT``) trained by ``mtpeft train`` in its
-own process; a variant whose ``metrics.json`` exists is skipped, and one stopped after writing its
-``last/`` checkpoint (``training.save_every_minutes`` in the sweep's ``set``) resumes, so a sweep
+own process (the study's ``subprocess_train``: config in ``cell_config.yaml``, log in
+``train.log``); a variant whose ``metrics.json`` exists is skipped, and one stopped after writing
+its ``last/`` checkpoint (``training.save_every_minutes`` in the sweep's ``set``) resumes, so a sweep
 can span sittings. ``--only`` picks variants by substring, so two sweeps can share a machine
 (``--threads 1`` each). The table (``recipe.md`` + ``recipe.json``) lists each variant's best
 validation metrics (the checkpoint-selection rule of every run), the epoch/step it was reached, the
@@ -18,7 +19,7 @@ import argparse
 import json
 import math
 import os
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from mtpeft.config import load_yaml, resolve_config, save_config, select_tasks
 from mtpeft.errors import MtpeftError
 from mtpeft.fileio import atomic_write_text
+from mtpeft.study.grid import subprocess_train
 from mtpeft.training.checkpoint import last_dir
 
 
@@ -35,26 +37,24 @@ def variant_overrides(sweep: dict[str, Any], spec: dict[str, Any], run_dir: Path
     return overrides + [("vars.data", data), ("output_dir", str(run_dir)), ("training.progress", False)]
 
 
-def run_variant(sweep_path: Path, sweep: dict[str, Any], name: str, root: Path, data: str, threads: int | None) -> str:
+def run_variant(sweep_path: Path, sweep: dict[str, Any], name: str, root: Path, data: str) -> str:
+    """Train one variant in its own ``mtpeft train`` process (the study's cell runner)."""
     run_dir = root / name
     if (run_dir / "metrics.json").exists():
         return "skipped"
+    # a variant stopped after writing its last/ checkpoint continues (with its own saved config);
+    # one stopped before that starts again from an empty folder
+    resume = last_dir(run_dir) is not None
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
     base = load_yaml(sweep_path.parent / sweep["base"])
     spec = sweep["variants"][name] or {}
     config = resolve_config(select_tasks(base, ",".join(spec.get("tasks") or [])), variant_overrides(sweep, spec, run_dir, data))
-    # a variant stopped after writing its last/ checkpoint continues (with its own saved config)
-    resume = last_dir(run_dir) is not None
-    if resume:
-        args = ["--resume", str(run_dir)]
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "variant_config.yaml")
-        args = ["--config", str(run_dir / "variant_config.yaml"), "--overwrite"]
-    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
-    with open(run_dir / "train.log", "a" if resume else "w", encoding="utf-8") as log:
-        rc = subprocess.run([sys.executable, "-m", "mtpeft", "train", *args, "--no-progress"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
-    return ("resumed, done" if resume else "done") if rc == 0 else f"failed (exit {rc}, see {run_dir / 'train.log'})"
+    try:
+        subprocess_train(config, resume=resume)
+    except RuntimeError as error:
+        return f"failed ({error})"
+    return "resumed, done" if resume else "done"
 
 
 def rescore(run_dir: Path) -> None:
@@ -142,8 +142,10 @@ def main() -> None:
             if (root / name / "metrics.json").exists():
                 rescore(root / name)
                 print(f"{name}: rescored", flush=True)
+        if args.threads:
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by each variant's process
         for name in [] if args.table_only or args.rescore else wanted:
-            print(f"{name}: {run_variant(args.sweep, sweep, name, root, args.data, args.threads)}", flush=True)
+            print(f"{name}: {run_variant(args.sweep, sweep, name, root, args.data)}", flush=True)
         rows = variant_rows(root, names)
     except MtpeftError as error:
         sys.exit(f"error: {error}")
