@@ -1,9 +1,11 @@
 """Samplers, loss weighting, bucketing, config overrides and checkpoint round trips."""
 
+import shutil
 from collections import Counter
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mtpeft.config import resolve_config
 from mtpeft.errors import MtpeftError
@@ -121,3 +123,24 @@ def test_balanced_batches_hold_the_asked_share_of_rare_positives():
     assert len(seen) == 20  # every positive is shown, not just a few
     with pytest.raises(MtpeftError, match="both classes"):
         BalancedBatches([e for e in examples if not e.label], 16, len, 0, 0.25, lambda e: e.label)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile needs a C compiler on CPU")
+def test_training_with_a_compiled_encoder_matches_eager_training(tmp_path, task_files, monkeypatch):
+    import torch._inductor.config as inductor
+
+    from mtpeft.recipes import train
+    from tests.conftest import tiny_config
+
+    # inductor draws dropout masks from its own generator; eager's draws make the runs comparable
+    monkeypatch.setattr(inductor, "fallback_random", True)
+    runs = {}
+    for compiled in (False, True):
+        config = resolve_config(tiny_config(task_files, tmp_path / str(compiled), bf16=False, compile=compiled,
+                                            epochs=1, steps_per_epoch=4))
+        runs[compiled] = train(config)
+    eager, fast = (load_file(str(tmp_path / str(c) / "checkpoint" / "adapter" / "adapter_model.safetensors")) for c in (False, True))
+    assert eager.keys() == fast.keys()  # the checkpoint keeps the eager model's parameter names
+    for key in eager:
+        assert torch.allclose(eager[key], fast[key], atol=1e-4), key
+    assert runs[True]["metrics"]["test"].keys() == runs[False]["metrics"]["test"].keys()

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from mtpeft.config import resolve_config
-from mtpeft.evaluation.evaluate import validate_sets
+from mtpeft.evaluation.evaluate import output_spread, validate_sets
 from mtpeft.recipes import train
 from mtpeft.tasks.base import EvalSet
 from mtpeft.tasks.binary import BinaryTask
 from mtpeft.tasks.defect import DefectTask
 from mtpeft.tasks.search import SearchTask
+from mtpeft.training.loop import collapsed_heads
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -90,3 +91,12 @@ def test_tuning_and_scoring_share_one_pass_and_tune_before_scoring():
     metrics = validate_sets(None, {"defect": task}, {"defect": [extra, primary]}, None)
     assert task.tuned_on == "defect"
     assert metrics["defect"]["accuracy"] == 1.0 and metrics["defect/other"]["accuracy"] == 1.0  # 0.5 would miss 0.6 and 0.65
+
+
+def test_a_head_that_answers_one_probability_is_flagged_as_collapsed() -> None:
+    # the collapsed lr-1e-3 defect run answered 0.4533-0.4536; a learning head spreads ~0.1
+    rng = np.random.default_rng(0)
+    spreads = {"defect": output_spread(0.4534 + rng.normal(0, 8e-5, 300)),
+               "flaky": output_spread(rng.uniform(0.0, 0.6, 300))}
+    assert collapsed_heads(spreads) == ["defect"]
+    assert output_spread(np.zeros((4, 8))) is None  # search embeddings are not one score per example

@@ -191,6 +191,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     with ledger.phase("load_model"):
         model, method = build_model(config, tasks)
         model.to(device)
+        if config.training.compile:
+            model.backbone.compile_encoder()
     # written once data and model have loaded: a run that fails early leaves the folder as it was
     if info.main:
         write_run_inputs(run_dir, config, command, resume, {"sizes": sizes} | skips.report())

@@ -52,7 +52,9 @@ class Ledger:
         finally:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 3)
             current = current_rss_mb()
-            self.memory[name] = {"peak_rss_mb_so_far": round(peak_rss_mb(), 1),
+            # the kernel updates ru_maxrss lazily, so the RSS read now can exceed it by a few pages
+            peak = max(peak_rss_mb(), current or 0.0)
+            self.memory[name] = {"peak_rss_mb_so_far": round(peak, 1),
                                  "rss_mb": None if current is None else round(current, 1)}
 
     def record_parameters(self, counts: dict[str, int]) -> None:
@@ -65,7 +67,7 @@ class Ledger:
         return self.values | {
             "wall_seconds": self.phases,
             "memory_by_phase": self.memory,
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "peak_rss_mb": round(max([peak_rss_mb()] + [m["peak_rss_mb_so_far"] or 0.0 for m in self.memory.values()]), 1),
             "torch_threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
             "torch": torch.__version__,

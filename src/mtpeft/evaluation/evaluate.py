@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from mtpeft.tasks.base import EvalContext, EvalSet, Task
 
 
@@ -17,14 +19,27 @@ def evaluate_sets(model: Any, tasks: dict[str, Task], sets: dict[str, list[EvalS
     return results
 
 
-def validate_sets(model: Any, tasks: dict[str, Task], valid: dict[str, list[EvalSet]], ctx: EvalContext) -> dict[str, dict[str, float]]:
+def output_spread(outputs: Any) -> float | None:
+    """Standard deviation of a set's per-example scores (a binary head's probabilities), or None
+    for outputs that are not one score per example. Near 0 means the head answers the same for
+    every input: the shared representation has collapsed (seen at too high a learning rate)."""
+    if isinstance(outputs, np.ndarray) and outputs.ndim == 1 and len(outputs) > 1:
+        return float(np.std(outputs))
+    return None
+
+
+def validate_sets(model: Any, tasks: dict[str, Task], valid: dict[str, list[EvalSet]], ctx: EvalContext,
+                  spreads: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """Validation in one forward pass per set: each task tunes its decision parameters
     (thresholds) on the outputs of its primary set, then every set is scored from the same
-    outputs (tuning first, so the scores use the tuned threshold)."""
+    outputs (tuning first, so the scores use the tuned threshold). ``spreads``, when given,
+    receives each set's ``output_spread``."""
     results: dict[str, dict[str, float]] = {}
     for name, evalsets in valid.items():
         task = tasks[name]
         outputs = {evalset.name: task.outputs(model, evalset, ctx) for evalset in evalsets}
+        if spreads is not None:
+            spreads.update({s: v for s, out in outputs.items() if (v := output_spread(out)) is not None})
         primary = [s for s in evalsets if s.name == name]
         if primary:
             task.tune_from(primary[0], outputs[name])

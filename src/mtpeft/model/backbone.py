@@ -172,6 +172,11 @@ class Backbone(nn.Module):
         self.name: str | None = None  # the configured backbone name, set by load_backbone
         self.always_bf16 = False  # set once the frozen weights are stored in bf16 (model/precision.py)
 
+    def compile_encoder(self) -> None:
+        """torch.compile the transformer's forward (dynamic shapes: batches vary in length). Only
+        the forward is replaced, so parameter names, and with them checkpoints, stay the eager ones."""
+        self.model.forward = torch.compile(self.model.forward, dynamic=True)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # bf16-stored weights must meet bf16 activations whatever the caller's autocast says
         with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=self.always_bf16):

@@ -49,6 +49,14 @@ def use_bf16(config: TrainingConfig, device: torch.device | None = None) -> bool
     return config.bf16 and bf16_pays_off(device or torch.device("cpu"))
 
 
+COLLAPSE_SPREAD = 1e-3  # a collapsed model's probabilities vary by ~1e-4 (results/recipe/notes.md)
+
+
+def collapsed_heads(spreads: dict[str, float]) -> list[str]:
+    """The sets whose head answered (almost) one probability for every validation example."""
+    return [name for name, spread in spreads.items() if spread < COLLAPSE_SPREAD]
+
+
 def count_tokens(batch: Any) -> int:
     """Non-padding tokens in every encoded input of a batch."""
     if isinstance(batch, dict):
@@ -71,6 +79,7 @@ class EpochRecord:
     best: bool
     examples_seen: dict[str, int] = field(default_factory=dict)  # training examples per task so far
     weights: list[dict[str, float]] = field(default_factory=list)  # loss weights after each step since the previous validation
+    output_spread: dict[str, float] = field(default_factory=dict)  # std of each binary head's validation probabilities
 
 
 @dataclass
@@ -308,14 +317,15 @@ class Trainer:
     def validate(self, state: TrainResult, epoch: int) -> EpochRecord:
         """One forward pass per validation set; the best mean headline metric is checkpointed."""
         with self.phase("validate"):
-            metrics = validate_sets(self.model, self.tasks, {n: d.valid for n, d in self.data.items()}, self.eval_ctx)
+            spreads: dict[str, float] = {}
+            metrics = validate_sets(self.model, self.tasks, {n: d.valid for n, d in self.data.items()}, self.eval_ctx, spreads)
             score = selection_score(self.tasks, metrics)
             best = score > state.best_score
             if best:
                 state.best_score, state.best_epoch, state.best_step, state.best_valid = score, epoch, state.steps, metrics
                 self.save_best(self.weighting, {"epoch": epoch, "step": state.steps, "valid_score": score})
         record = EpochRecord(epoch, state.steps, self.interval_means(state), self.weighting.weights(), metrics, score,
-                             best, dict(state.examples_seen), state.step_weights)
+                             best, dict(state.examples_seen), state.step_weights, spreads)
         state.history.append(record)
         state.interval_loss, state.step_weights = {}, []
         self.log_validation(record)
@@ -330,10 +340,16 @@ class Trainer:
             for set_name, values in record.valid.items():
                 for metric, value in values.items():
                     self.writer.add_scalar(f"valid/{set_name}/{metric}", value, record.step)
+            for set_name, spread in record.output_spread.items():
+                self.writer.add_scalar(f"valid/{set_name}/output_spread", spread, record.step)
             self.writer.add_scalar("valid/selection_score", record.score, record.step)
         summary = "  ".join(f"{s}: " + ", ".join(f"{m} {v:.4f}" for m, v in vals.items()) for s, vals in record.valid.items())
         tqdm.write(f"epoch {record.epoch} step {record.step}: valid score {record.score:.4f}"
                    f"{' (best)' if record.best else ''} | {summary}")
+        for set_name in collapsed_heads(record.output_spread):
+            tqdm.write(f"warning: the {set_name} head gives every validation example the same probability "
+                       f"(std {record.output_spread[set_name]:.1e}): the shared representation has collapsed; "
+                       "lower training.lr")
 
     # ---- the resumable "last" checkpoint --------------------------------------------------------
     def saving(self) -> bool:
