@@ -18,6 +18,8 @@ METRIC = {"defect": "accuracy", "clone": "f1", "search": "mrr", "search/cosqa": 
 OFFSET = {"full": 0.01, "lora": 0.0, "serial_adapter": 0.01 + 0.005}
 MULTI_DROP = {"defect": -0.01, "clone": -0.01, "search": -0.05, "search/cosqa": -0.05, "flaky": -0.02}
 PAIR = {frozenset(("search", "clone")): 0.02, frozenset(("search", "defect")): -0.03}
+# defect's majority class sits between the cells' defect accuracies (0.57-0.615): some cells beat it, some do not
+TRIVIAL = {"defect": 0.595, "clone": 0.869, "search": 0.006, "search/cosqa": 0.0015, "flaky": 0.078}
 
 
 def test_affinity_matrix_by_hand():
@@ -95,7 +97,9 @@ def make_fake_study(root: Path) -> Path:
             (folder / "study_cell.json").write_text(json.dumps({"state": "failed", "error": "RuntimeError: boom"}))
             continue
         offset = {"equal": 0.0, "gradnorm": 0.01, "famo": -0.01}[weighting]
-        (folder / "metrics.json").write_text(json.dumps(_metrics(method, regime, tasks, offset)))
+        metrics = _metrics(method, regime, tasks, offset)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        (folder / "trivial_baselines.json").write_text(json.dumps({"test": {s: {METRIC[s]: TRIVIAL[s]} for s in metrics["test"]}}))
         (folder / "ledger.json").write_text(json.dumps(_ledger(method, tasks) | {"resumed": path == "lora/single/clone"}))
         weights = [{"step": s, **{t: 1.0 + (0.02 * s if t == "search" else -0.02 * s / 3) * (weighting != "equal") for t in tasks}} for s in range(1, 11)]
         (folder / "history.json").write_text(json.dumps([{"epoch": 1, "weights": weights}]))
@@ -120,7 +124,7 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert "lora/multi/uncertainty | failed | RuntimeError: boom" in report
     assert "Resumed cells (lora/single/clone)" in report
     for name in ("single_vs_multi.csv", "peft_vs_full.csv", "affinity_lora.csv", "affinity_serial_adapter.csv", "affinity_mean.csv",
-                 "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv"):
+                 "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv"):
         assert len(_csv(root / name)) >= 2, name
     for name in ("multi_minus_single.png", "affinity_lora.png", "affinity_mean.png", "weightings_lora.png",
                  "weight_trajectories_lora.png", "savings.png"):
@@ -142,6 +146,13 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert int(settings[("full", "single-task")]["effective trainable params"]) == 4 * 1010
     weighting = {r["weighting"]: r for r in _csv(root / "weightings.csv")}
     assert set(weighting) == {"equal", "gradnorm", "famo"} and "search 1.20" in weighting["gradnorm"]["final weights"]
+
+    beats = {(r["cell"], r["test set"]): r["beats it"] for r in _csv(root / "trivial_baselines.csv")}
+    assert beats[("lora/single/defect", "defect")] == "yes"  # 0.60 against 0.595
+    assert beats[("lora/multi/equal", "defect")] == "no"  # 0.59
+    assert beats[("lora/pairs/defect+search", "defect")] == "no"  # 0.57
+    assert {v for (cell, s), v in beats.items() if s != "defect"} == {"yes"}
+    assert "Not readable: defect " in report and "| lora/multi/equal | defect | accuracy | 0.5900 | 0.5950 | -0.5 | no |" in report
 
     verdicts = {r["the paper's finding"]: r["verdict"] for r in _csv(root / "findings.csv")}
     assert verdicts == {

@@ -35,7 +35,8 @@ class CellResult:
     test: dict[str, dict[str, float]]
     ledger: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-    group: str = ""  # method, or backbone/method when the study has several backbones
+    group: str = ""
+    trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # test set -> the trivial baseline's metrics  # method, or backbone/method when the study has several backbones
 
 
 def headline(set_name: str, values: dict[str, float]) -> tuple[str, float] | None:
@@ -71,7 +72,8 @@ def load_results(root: Path) -> tuple[dict[str, Any], list[CellResult], list[dic
             continue
         results.append(CellResult(cell["path"], cell["backbone"], cell["method"], cell["regime"], list(cell["tasks"]),
                                   cell["weighting"], metrics.get("test", {}), ledger, _read(folder / "history.json", []),
-                                  f"{cell['backbone']}/{cell['method']}" if many else cell["method"]))
+                                  f"{cell['backbone']}/{cell['method']}" if many else cell["method"],
+                                  _read(folder / "trivial_baselines.json", {}).get("test", {})))
     return summary, results, missing
 
 
@@ -165,6 +167,23 @@ def single_vs_multi_rows(study: Study) -> list[list[Any]]:
     return rows
 
 
+def baseline_rows(study: Study) -> list[list[Any]]:
+    """Every cell's test metric beside its trivial baseline (majority class, all-positive, random
+    ranking) on the same test sample: a cell that does not beat it has learned nothing readable."""
+    rows = []
+    for c in study.cells:
+        for s, values in c.test.items():
+            mine, trivial = headline(s, values), headline(s, c.trivial.get(s, {}))
+            if mine and trivial and mine[0] == trivial[0]:
+                rows.append([c.path, s, mine[0], mine[1], trivial[1], _diff(mine[1], trivial[1]), "yes" if mine[1] > trivial[1] else "no"])
+    return rows
+
+
+def unreadable_sets(rows: list[list[Any]]) -> list[str]:
+    """Test sets on which at least one cell does not beat its trivial baseline."""
+    return list(dict.fromkeys(r[1] for r in rows if r[-1] == "no"))
+
+
 def peft_vs_full_rows(study: Study) -> list[list[Any]]:
     full = next((g for g in study.groups if g.split("/")[-1] == "full"), None)
     if full is None:
@@ -255,6 +274,22 @@ def check_findings(study: Study, costs: dict[str, Any], affinity_mean: Matrix) -
         F.search_clone_defect_affinity(affinity_mean),
         F.compute_and_storage(vs_full, {g.split("/")[-1]: r for g, r in costs["storage_ratio"].items()}, len(study.tasks)),
     ]
+
+
+def baseline_section(study: Study, out: Path) -> tuple[list[str], list[str]]:
+    """The report's section on trivial baselines (failing rows only; all rows in a CSV) and the
+    test sets it makes unreadable."""
+    headers = ["cell", "test set", "metric", "cell's value", "trivial baseline", "Δ points", "beats it"]
+    rows = baseline_rows(study)
+    write_csv(out / "trivial_baselines.csv", headers, rows)
+    failing = [r for r in rows if r[-1] == "no"]
+    md = ["## Every cell against its trivial baseline", "",
+          f"{len(rows) - len(failing)} of {len(rows)} (cell, test set) results beat the trivial baseline of their own test "
+          "sample (majority class, all-positive or random ranking; every row in `trivial_baselines.csv`)."
+          + (" Results that do not, so the comparisons on their sets are not readable at this budget:" if failing else ""), ""]
+    if failing:
+        md += [md_table(headers, [r[:5] + [signed(r[5]), r[6]] for r in failing]), ""]
+    return md, unreadable_sets(rows)
 
 
 def write_report(root: Path, output: Path | None = None) -> Path:
@@ -366,11 +401,14 @@ def write_report(root: Path, output: Path | None = None) -> Path:
         plots.grouped_bars(bars, out / "savings.png", "Savings of one multi-task run", "% less than the single-task setting", xlabel="cost")
         md += ["![savings](savings.png)", ""]
 
+    readable, unreadable = baseline_section(study, out)
     found = check_findings(study, costs, affinity_mean)
     headers = ["the paper's finding", "our numbers", "verdict"]
     write_csv(out / "findings.csv", headers, [[f.claim, f.numbers, f.verdict] for f in found])
-    md[intro_end:intro_end] = ["## The paper's findings, checked", "", md_table(headers, [[f.claim, f.numbers, f.verdict] for f in found]), "",
-                 "Rules (points = ×100):", "", *rules_list(), ""]
+    caveat = ([f"Not readable: {', '.join(unreadable)} (some cell does not beat its trivial baseline there; see below). "
+               "A finding that rests on those sets says less than its verdict.", ""] if unreadable else [])
+    md[intro_end:intro_end] = (["## The paper's findings, checked", "", md_table(headers, [[f.claim, f.numbers, f.verdict] for f in found]), "",
+                                *caveat, "Rules (points = ×100):", "", *rules_list(), ""] + readable)
 
     if missing:
         md += ["## Cells not finished", "", md_table(["cell", "state", "error"], [[m["path"], m["state"], m.get("error") or ""] for m in missing]), ""]
