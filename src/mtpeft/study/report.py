@@ -35,8 +35,8 @@ class CellResult:
     test: dict[str, dict[str, float]]
     ledger: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-    group: str = ""
-    trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # test set -> the trivial baseline's metrics  # method, or backbone/method when the study has several backbones
+    group: str = ""  # method, or backbone/method when the study has several backbones
+    trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # test set -> the trivial baseline's metrics
 
 
 def headline(set_name: str, values: dict[str, float]) -> tuple[str, float] | None:
