@@ -66,6 +66,31 @@ def test_resume_after_a_crash_in_process_gives_the_same_run(tmp_path, task_files
     assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_after_the_step_with_last_written_and_resume_loses_nothing(tmp_path, task_files, monkeypatch, capsys, signum):
+    # no periodic checkpoint during training: only the stop writes last/ before the end
+    settings = RESUMABLE | {"save_every_steps": None, "save_every_minutes": 60}
+    train(resolve_config(tiny_config(task_files, tmp_path / "a", **settings)))
+    original = loop.Trainer.train_step
+    calls = {"n": 0}
+
+    def signal_during_step_5(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signum)  # as `kill` or Ctrl-C would, in the middle of a step
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", signal_during_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_config(tiny_config(task_files, tmp_path / "b", **settings)))
+    assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["progress"]["steps"] == 5
+    assert f"stopped by {signal.Signals(signum).name} after step 5" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+    monkeypatch.setattr(loop.Trainer, "train_step", original)
+    assert main(["train", "--resume", str(tmp_path / "b")]) == 0
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mtpeft", "train", *args, "--no-progress"]
 

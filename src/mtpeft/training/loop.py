@@ -35,6 +35,7 @@ from mtpeft.training.distributed import (SINGLE, Distributed, all_reduce_gradien
 from mtpeft.training.resume import (Tensors, load_module, load_optimizer, load_rng, load_trainable, module_state,
                                     optimizer_state, rng_state, trainable_state)
 from mtpeft.training.samplers import TaskSampler, build_sampler
+from mtpeft.training.stopping import StopSignal
 from mtpeft.training.weightings import LossWeighting, build_weighting
 
 
@@ -171,6 +172,7 @@ class Trainer:
         self.save_last = save_last  # writes the resumable "last" checkpoint (None: never)
         self.last_save_time, self.last_save_step = time.monotonic(), -1
         self.parts: Parts | None = None
+        self.stop = StopSignal(enabled=False)
 
     # ---- set-up -------------------------------------------------------------------------------
     def optimizer(self) -> torch.optim.Optimizer:
@@ -208,9 +210,12 @@ class Trainer:
         self.last_save_step = state.steps
         purge = state.steps + 1 if resume is not None else None  # drop events logged after the checkpoint
         self.writer = SummaryWriter(str(self.log_dir), purge_step=purge) if self.log_dir else None
+        # a signal stops training after a step, with last/ written (when there is a last/ to write)
+        self.stop = StopSignal(enabled=self.saving() and not self.dist.active)
         try:
-            while state.epoch <= c.epochs:
-                self.train_epoch(state, steps_per_epoch, total)
+            with self.stop:
+                while state.epoch <= c.epochs:
+                    self.train_epoch(state, steps_per_epoch, total)
             if self.saving() and self.last_save_step != state.steps:
                 self.write_last(state)  # the finished state: a crash during test evaluation resumes here
         finally:
@@ -248,6 +253,16 @@ class Trainer:
                 state.epoch, state.step_in_epoch = epoch + 1, 0
             if self.save_due(state):
                 self.write_last(state)
+            if self.stop.received is not None:
+                self.stop_now(state)
+
+    def stop_now(self, state: TrainResult) -> None:
+        """Write last/ (unless this step just did) and leave as an interrupted run does."""
+        if self.last_save_step != state.steps:
+            self.write_last(state)
+        tqdm.write(f"stopped by {self.stop.name} after step {state.steps}: last/ is written; "
+                   "`mtpeft train --resume RUN_DIR` continues from there")
+        raise KeyboardInterrupt
 
     def train_step(self, state: TrainResult, step_tasks: list[str], streams: dict[str, Stream]) -> dict[str, float]:
         """Forward and backward of every task of one step (gradients accumulate), gradient sync
