@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mtpeft.errors import MtpeftError
+from mtpeft.evaluation.evaluate import output_spread
 from mtpeft.recipes import eval_context, load_data, load_run
 from mtpeft.tasks.base import pooled_states, stratified_subsample
 
@@ -64,7 +65,7 @@ def measure(run_dir: Path, task_name: str, data_root: str, limit: int) -> dict[s
     return {"run": str(run_dir), "task": task_name, "examples": len(texts), "trained": spread(tuned),
             "frozen_backbone": None if frozen is None else spread(frozen),
             "probabilities": {"min": round(float(probabilities.min()), 4), "max": round(float(probabilities.max()), 4),
-                              "std": round(float(probabilities.std()), 5)}}
+                              "std": round(output_spread(probabilities), 5)}}
 
 
 def main() -> None:

@@ -46,18 +46,27 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert state_a == state_b
 
 
-def test_resume_after_a_crash_in_process_gives_the_same_run(tmp_path, task_files, monkeypatch):
-    train(resolve_config(tiny_config(task_files, tmp_path / "a", **RESUMABLE)))
+def before_step(monkeypatch, step: int, action) -> object:
+    """Run ``action`` at the start of training step ``step``; returns the unpatched train_step."""
     original = loop.Trainer.train_step
     calls = {"n": 0}
 
-    def crash_at_step_7(self, *args, **kwargs):
+    def patched(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt  # as if killed: steps 1-6 are in last/, step 7 is lost
+        if calls["n"] == step:
+            action()
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(loop.Trainer, "train_step", crash_at_step_7)
+    monkeypatch.setattr(loop.Trainer, "train_step", patched)
+    return original
+
+
+def test_resume_after_a_crash_in_process_gives_the_same_run(tmp_path, task_files, monkeypatch):
+    train(resolve_config(tiny_config(task_files, tmp_path / "a", **RESUMABLE)))
+    def crash() -> None:
+        raise KeyboardInterrupt  # as if killed: steps 1-6 are in last/, step 7 is lost
+
+    original = before_step(monkeypatch, 7, crash)
     with pytest.raises(KeyboardInterrupt):
         train(resolve_config(tiny_config(task_files, tmp_path / "b", **RESUMABLE)))
     assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["progress"]["steps"] == 6
@@ -71,16 +80,8 @@ def test_a_signal_stops_after_the_step_with_last_written_and_resume_loses_nothin
     # no periodic checkpoint during training: only the stop writes last/ before the end
     settings = RESUMABLE | {"save_every_steps": None, "save_every_minutes": 60}
     train(resolve_config(tiny_config(task_files, tmp_path / "a", **settings)))
-    original = loop.Trainer.train_step
-    calls = {"n": 0}
-
-    def signal_during_step_5(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            os.kill(os.getpid(), signum)  # as `kill` or Ctrl-C would, in the middle of a step
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(loop.Trainer, "train_step", signal_during_step_5)
+    # as `kill` or Ctrl-C would, in the middle of step 5
+    original = before_step(monkeypatch, 5, lambda: os.kill(os.getpid(), signum))
     with pytest.raises(KeyboardInterrupt):
         train(resolve_config(tiny_config(task_files, tmp_path / "b", **settings)))
     assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["progress"]["steps"] == 5
