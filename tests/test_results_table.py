@@ -1,0 +1,48 @@
+"""scripts/results_table.py: the README's multi/single/floor table, drawn from run folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, test: dict, trivial: dict | None = None, sizes: dict | None = None) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"valid": {}, "test": test}))
+    if trivial is not None:
+        (folder / "trivial_baselines.json").write_text(json.dumps({"test": trivial}))
+    if sizes is not None:
+        (folder / "data_report.json").write_text(json.dumps({"sizes": sizes}))
+
+
+def test_the_table_compares_runs_with_floors_and_names_unfinished_runs(tmp_path):
+    table = load_script()
+    multi, single = tmp_path / "mt", tmp_path / "st"
+    write_run(multi, {"defect": {"accuracy": 0.60}, "clone": {"f1": 0.95}, "search": {"mrr": 0.70},
+                      "search/cosqa": {"mrr": 0.30}, "flaky": {"f1": 0.50}},
+              trivial={"defect": {"accuracy": 0.548}}, sizes={"defect": {"test": {"defect": 2400}}})
+    write_run(single / "defect", {"defect": {"accuracy": 0.65}})
+    write_run(single / "search", {"search": {"mrr": 0.72}, "search/cosqa": {"mrr": 0.25}})
+
+    rows, missing = table.build(multi, single)
+    by_set = {r["set"]: r for r in rows}
+    assert by_set["defect"]["single"] == 0.65 and by_set["search/cosqa"]["single"] == 0.25
+    assert abs(by_set["defect"]["multi_se"] - (0.6 * 0.4 / 2400) ** 0.5) < 1e-12
+    assert missing == [str(single / "clone"), str(single / "flaky")]
+
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in table.markdown(rows, missing).splitlines()}
+    assert "| 0.600 ± 0.010 | **0.650** | -5.0 | 0.647 | 0.548 |" in lines["Devign accuracy"]  # floor 0.647
+    assert "| **0.950** |  |  | 0.896 |" in lines["BigCloneBench F1"]
+    assert "| **0.300** | 0.250 | +5.0 | 0.294 |" in lines["CoSQA MRR"]
+    assert "0.79 (Flakify)" in lines["FlakeFlagger F1"]
+    assert any(line.startswith("Not finished yet") and "st/flaky" in line for line in lines)
