@@ -285,3 +285,72 @@ def test_cli_runs_a_cell_in_its_own_process_and_the_report_reads_the_grid(tmp_pa
     err = capsys.readouterr().err
     assert "1 of 1 cell(s) failed" in err and "lora/single/flaky" in err
     assert "exited with 2" in read_status(tmp_path / "study" / "lora/single/flaky")["error"]
+
+
+def test_workers_train_cells_at_once_each_with_its_share_of_the_cores(tmp_path, task_files, monkeypatch):
+    import threading
+
+    from mtpeft.study import grid
+
+    study = load_study(write_study(tmp_path, task_files, regimes=["single"], weightings={}))
+    together = threading.Barrier(2, timeout=20)  # breaks (and the cells fail) unless the first two run at once
+
+    def paired_train(config, command="", resume=False):
+        if not config.output_dir.endswith("search"):
+            together.wait()
+        run = Path(config.output_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.json").write_text("{}")
+        (run / "ledger.json").write_text("{}")
+
+    outcome = run_grid(study, paired_train, log=lambda _: None, workers=2)
+    assert outcome == {"lora/single/defect": "done", "lora/single/flaky": "done", "lora/single/search": "done"}
+    assert list(outcome) == [c.path for c in plan(study)]  # reported in plan order
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(grid.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    assert (grid.threads_per_worker(1), grid.threads_per_worker(2), grid.threads_per_worker(3)) == (None, 4, 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert grid.threads_per_worker(2) is None  # the user's own setting wins
+
+
+
+def test_an_interrupted_grid_stops_each_running_cell_once_and_starts_no_other(tmp_path, task_files, monkeypatch):
+    """Ctrl-C reaches the study alone (cells run in their own sessions); it passes SIGINT on exactly
+    once to each running cell (a second would stop the cell before it writes last/), starts no new
+    cell and ends interrupted; the stopped cells are 'interrupted' for the next call to resume."""
+    import signal
+    import threading
+
+    from mtpeft.study import grid
+
+    study = load_study(write_study(tmp_path, task_files, regimes=["single"], weightings={}))
+    started, signals = [], []
+    both_running = threading.Event()
+
+    class CellProcess:  # stands in for 'mtpeft train': runs until signalled, then exits as it would
+        def __init__(self, args, env=None, start_new_session=False, **_):
+            assert start_new_session and env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"  # 2 cores, 2 workers
+            self.stopped = threading.Event()
+            started.append(self)
+            if len(started) == 2:
+                both_running.set()
+
+        def wait(self):
+            self.stopped.wait(30)
+            return grid.INTERRUPTED_EXIT
+
+        def send_signal(self, sig):
+            signals.append(sig)
+            self.stopped.set()
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(grid.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(grid.subprocess, "Popen", CellProcess)
+    main = threading.main_thread().ident
+    threading.Thread(target=lambda: both_running.wait(30) and signal.pthread_kill(main, signal.SIGINT), daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(study, log=lambda _: None, workers=2)
+    assert len(started) == 2 and signals == [signal.SIGINT, signal.SIGINT]  # once each; the third never started
+    assert [cell_state(study.output_dir / f"lora/single/{t}") for t in ("defect", "flaky", "search")] == \
+        ["interrupted", "interrupted", "pending"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import warnings
 import sys
 from pathlib import Path
@@ -36,6 +37,13 @@ SHORTCUTS: list[tuple[str, str, type, str]] = [
     ("--output", "output_dir", str, "run directory"),
     ("--data", "vars.data", str, "root of the full data (${data} in configs; default ../shared/data)"),
 ]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def add_train_parser(sub: Any) -> None:
@@ -396,7 +404,11 @@ def run_study(args: argparse.Namespace) -> None:
         table, _ = dry_run(study, [study.output_dir, *args.ledgers], args.probe_steps)
         print(table)
         return
-    outcome = run_grid(study, extra=extra, command="mtpeft " + shlex.join(sys.argv[1:]), only=args.only)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops the grid as Ctrl-C does
+    try:
+        outcome = run_grid(study, extra=extra, command="mtpeft " + shlex.join(sys.argv[1:]), only=args.only, workers=args.workers)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     done = sum(1 for s in outcome.values() if s != "failed")
     print(f"{done} of {len(outcome)} cells finished in {study.output_dir}; report: mtpeft report {study.output_dir}")
     raise_if_failed(study.output_dir, outcome)
@@ -414,6 +426,8 @@ def add_study_parser(sub: Any) -> None:
     p.add_argument("--only", default=None, metavar="TEXT", help="run only the cells whose path contains TEXT")
     p.add_argument("--ledgers", type=Path, nargs="*", default=[Path("results")], help="folders of earlier runs for --dry-run estimates")
     p.add_argument("--probe-steps", type=int, default=0, help="--dry-run: time N training steps of methods without a ledger")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="cells trained at once, each in its own process with an equal share of the cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_study)
 

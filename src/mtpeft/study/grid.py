@@ -8,7 +8,9 @@ interrupted (killed, machine stopped) or failed is run again on the next call: r
 ``last/`` checkpoint (``mtpeft train --resume``; written when the study sets
 ``training.save_every_steps`` or ``save_every_minutes``) when it has one and its config is still the
 cell's, otherwise started again from scratch. A failed cell is recorded (status + ``error.log``)
-and the other cells go on.
+and the other cells go on. ``workers`` > 1 trains that many cells at once, each in its own process
+with its share of the cores (small backbones use many cores poorly, so several cells at once make
+better use of a machine than one cell on all of it).
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -176,10 +183,20 @@ def in_process_train(config: RunConfig, command: str = "", resume: bool = False)
     return train(config, command)
 
 
-def subprocess_train(config: RunConfig, command: str = "", resume: bool = False) -> None:
+# the cell processes alive now, so that stopping the grid can stop each of them once
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+INTERRUPTED_EXIT = 130  # what 'mtpeft train' returns when a signal stopped it (after writing last/)
+
+
+def subprocess_train(config: RunConfig, command: str = "", resume: bool = False, threads: int | None = None) -> None:
     """Train one cell in its own ``mtpeft train`` process: its ledger's peak RSS is its own (not the
     grid's high-water mark), and its memory is returned when it ends. Output: ``CELL/train.log``
-    (appended to when the cell resumes)."""
+    (appended to when the cell resumes). ``threads`` sets the process's torch/OpenMP threads.
+
+    The process runs in its own session, so a Ctrl-C meant for the study reaches the study alone,
+    which passes it on exactly once (``interrupt_cells``): a second signal would stop the cell at
+    once, without writing ``last/``. A cell stopped that way raises KeyboardInterrupt here."""
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cell_yaml = run_dir / "cell_config.yaml"
@@ -189,20 +206,56 @@ def subprocess_train(config: RunConfig, command: str = "", resume: bool = False)
         save_config(config, cell_yaml)
         args = ["train", "--config", str(cell_yaml)]
     log_path = run_dir / "train.log"
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})
     with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
-        rc = subprocess.run([sys.executable, "-m", "mtpeft", *args],
-                            stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        process = subprocess.Popen([sys.executable, "-m", "mtpeft", *args], stdout=log, stderr=subprocess.STDOUT,
+                                   env=env, start_new_session=True)
+        with _RUNNING_LOCK:
+            _RUNNING.add(process)
+        try:
+            rc = process.wait()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(process)
+    if rc == INTERRUPTED_EXIT:
+        raise KeyboardInterrupt(f"{run_dir} was interrupted")
     if rc != 0:
         lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         raise RuntimeError(f"'mtpeft train' exited with {rc}: {lines[-1] if lines else 'no output'} (see {log_path})")
 
 
+def interrupt_cells() -> int:
+    """Ask every running cell process to stop after its current step (it writes ``last/`` first).
+    Returns how many were asked."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        process.send_signal(signal.SIGINT)
+    return len(running)
+
+
+def threads_per_worker(workers: int) -> int | None:
+    """Each of ``workers`` concurrent cells gets an equal share of this process's cores; None (the
+    process's own setting) for one worker, or where the user has set OMP_NUM_THREADS."""
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
 def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
              extra: list[tuple[str, Any]] = (), command: str = "", only: str | None = None,
-             log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every cell not done yet; returns cell path -> done / skipped / failed. ``train``
-    defaults to one ``mtpeft train`` process per cell (tests pass the in-process recipe)."""
-    train = train or subprocess_train
+             log: Callable[[str], None] = print, workers: int = 1) -> dict[str, str]:
+    """Run every cell not done yet; returns cell path -> done / skipped / failed, in plan order.
+    ``train`` defaults to one ``mtpeft train`` process per cell (tests pass the in-process recipe,
+    which must keep ``workers`` at 1: torch's random state is global). ``workers`` cells train at
+    once, started in plan order.
+
+    Interrupted (Ctrl-C, or SIGTERM through the CLI), the grid starts no new cell, asks the running
+    ones to stop after their current step and waits for them; a second interrupt stops them at
+    once. The interrupted cells resume from their ``last/`` on the next call."""
+    workers = max(1, workers)
+    train = train or partial(subprocess_train, threads=threads_per_worker(workers))
     root = study.output_dir
     root.mkdir(parents=True, exist_ok=True)
     every = plan(study)
@@ -211,13 +264,37 @@ def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
     if command:
         (root / "command.txt").write_text(command + "\n", encoding="utf-8")
     outcome: dict[str, str] = {}
-    for i, cell in enumerate(cells, 1):
-        log(f"[{i}/{len(cells)}] {cell.path}: {cell_state(cell.run_dir(root))}")
-        outcome[cell.path] = run_cell(study, cell, root, train, extra, command)
-        if outcome[cell.path] == "failed":
-            log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {read_status(cell.run_dir(root)).get('error')}")
-        write_json(root / "study.json", study_summary(study, every))
-    return outcome
+    lock = threading.Lock()  # study.json and the log are shared by the workers
+
+    def run_one(i: int, cell: Cell) -> None:
+        with lock:
+            log(f"[{i}/{len(cells)}] {cell.path}: {cell_state(cell.run_dir(root))}")
+        state = run_cell(study, cell, root, train, extra, command)
+        with lock:
+            outcome[cell.path] = state
+            if state == "failed":
+                log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {read_status(cell.run_dir(root)).get('error')}")
+            write_json(root / "study.json", study_summary(study, every))
+
+    queue = list(enumerate(cells, 1))
+    running: set[Future] = set()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    running.add(pool.submit(run_one, *queue.pop(0)))
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # a cell's KeyboardInterrupt stops the grid
+        except KeyboardInterrupt:
+            if interrupt_cells():
+                log("interrupted: the running cells finish their current step and write last/ (interrupt again to stop them at once)")
+            try:
+                wait(running)
+            except KeyboardInterrupt:
+                interrupt_cells()
+            raise
+    return {cell.path: outcome[cell.path] for cell in cells}
 
 
 def study_summary(study: StudyConfig, cells: list[Cell]) -> dict[str, Any]:
