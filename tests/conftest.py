@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import random
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -25,6 +27,14 @@ def private_cache(tmp_path_factory):
     yield
     torch.set_num_threads(threads)
     mp.undo()
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of scripts/ (not a package) imported as a module, for its tests."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_jsonl(path: Path, records: list[dict], gz: bool = False) -> Path:

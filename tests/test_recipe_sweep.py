@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import yaml
-from conftest import tiny_config
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("recipe_sweep", ROOT / "scripts" / "recipe_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script, tiny_config
 
 
 def test_a_sweep_trains_each_variant_once_on_validation_only_and_tabulates_it(tmp_path, task_files, monkeypatch):
-    sweep_script = load_script()
+    sweep_script = load_script("recipe_sweep")
     base = tiny_config({"defect": task_files["defect"]}, tmp_path / "unused", epochs=1, steps_per_epoch=2)
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     sweep = {"base": "base.yaml", "output_dir": str(tmp_path / "recipe"),

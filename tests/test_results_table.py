@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def write_run(folder: Path, test: dict, trivial: dict | None = None, sizes: dict | None = None) -> None:
@@ -26,7 +18,7 @@ def write_run(folder: Path, test: dict, trivial: dict | None = None, sizes: dict
 
 
 def test_the_table_compares_runs_with_floors_and_names_unfinished_runs(tmp_path):
-    table = load_script()
+    table = load_script("results_table")
     multi, single = tmp_path / "mt", tmp_path / "st"
     write_run(multi, {"defect": {"accuracy": 0.60}, "clone": {"f1": 0.95}, "search": {"mrr": 0.70},
                       "search/cosqa": {"mrr": 0.30}, "flaky": {"f1": 0.50}},
