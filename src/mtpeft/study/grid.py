@@ -208,9 +208,9 @@ def subprocess_train(config: RunConfig, command: str = "", resume: bool = False,
     log_path = run_dir / "train.log"
     env = os.environ | ({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})
     with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
-        process = subprocess.Popen([sys.executable, "-m", "mtpeft", *args], stdout=log, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
-        with _RUNNING_LOCK:
+        with _RUNNING_LOCK:  # (an interrupt cannot fall between the start and the registration)
+            process = subprocess.Popen([sys.executable, "-m", "mtpeft", *args], stdout=log, stderr=subprocess.STDOUT,
+                                       env=env, start_new_session=True)
             _RUNNING.add(process)
         try:
             rc = process.wait()
@@ -285,10 +285,10 @@ def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
                     running.add(pool.submit(run_one, *queue.pop(0)))
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    future.result()  # a cell's KeyboardInterrupt stops the grid
-        except KeyboardInterrupt:
+                    future.result()  # a cell's KeyboardInterrupt (or the grid's own error) stops the grid
+        except BaseException:
             if interrupt_cells():
-                log("interrupted: the running cells finish their current step and write last/ (interrupt again to stop them at once)")
+                log("stopping: the running cells finish their current step and write last/ (interrupt again to stop them at once)")
             try:
                 wait(running)
             except KeyboardInterrupt:
