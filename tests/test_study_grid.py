@@ -354,3 +354,33 @@ def test_an_interrupted_grid_stops_each_running_cell_once_and_starts_no_other(tm
     assert len(started) == 2 and signals == [signal.SIGINT, signal.SIGINT]  # once each; the third never started
     assert [cell_state(study.output_dir / f"lora/single/{t}") for t in ("defect", "flaky", "search")] == \
         ["interrupted", "interrupted", "pending"]
+
+
+def test_a_cell_waited_on_in_the_main_thread_passes_an_interrupt_on_once(tmp_path, task_files, monkeypatch):
+    """A sweep script waits on its cell in the main thread: Ctrl-C there (the cell, in its own
+    session, does not see it) is passed on as one SIGINT, and the call waits for the cell to stop."""
+    import signal
+
+    from mtpeft.study import grid
+
+    study = load_study(write_study(tmp_path, task_files, regimes=["single"], weightings={}))
+    signals, waits = [], []
+
+    class CellProcess:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait(self):
+            waits.append(len(signals))
+            if not signals:
+                raise KeyboardInterrupt  # Ctrl-C while the script waits
+            return grid.INTERRUPTED_EXIT
+
+        def send_signal(self, sig):
+            signals.append(sig)
+
+    monkeypatch.setattr(grid.subprocess, "Popen", CellProcess)
+    with pytest.raises(KeyboardInterrupt):
+        grid.subprocess_train(cell_config(study, plan(study)[0], tmp_path / "s"))
+    assert signals == [signal.SIGINT] and waits == [0, 1]  # one signal, then waited for the cell to end
+    assert not grid._RUNNING

@@ -214,6 +214,9 @@ def subprocess_train(config: RunConfig, command: str = "", resume: bool = False,
             _RUNNING.add(process)
         try:
             rc = process.wait()
+        except KeyboardInterrupt:  # waited on in the main thread (a sweep script): pass the interrupt on
+            stop_gracefully(process)
+            raise
         finally:
             with _RUNNING_LOCK:
                 _RUNNING.discard(process)
@@ -222,6 +225,18 @@ def subprocess_train(config: RunConfig, command: str = "", resume: bool = False,
     if rc != 0:
         lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         raise RuntimeError(f"'mtpeft train' exited with {rc}: {lines[-1] if lines else 'no output'} (see {log_path})")
+
+
+def stop_gracefully(process: subprocess.Popen) -> None:
+    """SIGINT once (the cell finishes its step and writes ``last/``) and wait for it; a second
+    interrupt while waiting passes a second SIGINT on, which stops it at once."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        process.wait()
+        raise
 
 
 def interrupt_cells() -> int:
