@@ -40,9 +40,11 @@ full: $(STAMP)
 full-resume: $(STAMP)
 	$(BIN)/mtpeft train --resume runs/full
 
-# one task alone with the same recipe and per-task budget (results/st-minilm-lora/TASK): make single TASK=defect
+# one task alone with the same recipe and per-task budget: make single TASK=defect
+# (the committed runs: make single TASK=defect SINGLE_DIR=results/st-minilm-lora)
+SINGLE_DIR ?= runs/single
 single: $(STAMP)
-	$(BIN)/mtpeft train $(FULL_ARGS) --tasks $(TASK) --output runs/single/$(TASK) --overwrite
+	$(BIN)/mtpeft train $(FULL_ARGS) --tasks $(TASK) --output $(SINGLE_DIR)/$(TASK) --overwrite
 
 # continue any run that wrote a last/ checkpoint: make resume RUN=runs/single/defect
 resume: $(STAMP)
