@@ -11,7 +11,6 @@ Validation only (the test split is never read). One thread; a few minutes on 2 c
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -22,21 +21,24 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from mtpeft.data.jsonl import read_jsonl
+from mtpeft.errors import DataError
 from mtpeft.model.backbone import resolve
 
 CODE_TOKENS = r"[A-Za-z_][A-Za-z0-9_]*|\S"  # identifiers and single symbols: the floor's tokenisation
 
 
 def read_split(path: Path) -> tuple[list[str], np.ndarray]:
+    """Devign's ``func`` and ``target`` (0/1) of every record; a bad record stops with file:line."""
     texts, labels = [], []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-                texts.append(row["func"])
-                labels.append(int(row["target"]))
-            except (ValueError, KeyError) as error:
-                sys.exit(f"error: {path}:{line_no}: {error}")
+    try:
+        for record in read_jsonl(path):
+            if "func" not in record.data or record.data.get("target") not in (0, 1):
+                raise record.error("needs 'func' and a 0/1 'target'")
+            texts.append(record.data["func"])
+            labels.append(int(record.data["target"]))
+    except DataError as error:
+        sys.exit(f"error: {error}")
     return texts, np.array(labels)
 
 

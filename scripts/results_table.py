@@ -17,9 +17,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-# (set, metric, label): the test sets of ../shared/data and their headline metrics
-ROWS = [("defect", "accuracy", "Devign accuracy"), ("clone", "f1", "BigCloneBench F1"),
-        ("search", "mrr", "CSN-Ruby MRR"), ("search/cosqa", "mrr", "CoSQA MRR"), ("flaky", "f1", "FlakeFlagger F1")]
+from mtpeft.reporting import HEADLINE
+
+# the test sets of ../shared/data, in the order of the study's tables (reporting.HEADLINE gives
+# each set's headline metric), named by their datasets
+LABELS = {"defect": "Devign accuracy", "clone": "BigCloneBench F1", "search": "CSN-Ruby MRR",
+          "search/cosqa": "CoSQA MRR", "flaky": "FlakeFlagger F1"}
 
 # TF-IDF + logistic regression (defect, flaky) or TF-IDF cosine (clone, search) on the same test
 # splits, as ../shared/data/README.md states them
@@ -63,9 +66,9 @@ def fmt(value: float | None, floor: float | None = None) -> str:
 def build(multi: Path, single_root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     trivial = (read_json(multi / "trivial_baselines.json") or {}).get("test", {})
     rows, missing = [], []
-    for set_name, metric, label in ROWS:
+    for set_name, metric in HEADLINE:
         single = single_run_of(single_root, set_name)
-        row = {"set": set_name, "metric": metric, "label": label,
+        row = {"set": set_name, "metric": metric, "label": LABELS[set_name],
                "multi": test_metric(multi, set_name, metric), "single": test_metric(single, set_name, metric),
                "floor": FLOORS[set_name], "target": TARGETS[set_name],
                "trivial": trivial.get(set_name, {}).get(metric), "published": PUBLISHED.get(set_name)}

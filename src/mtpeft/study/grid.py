@@ -9,8 +9,7 @@ interrupted (killed, machine stopped) or failed is run again on the next call: r
 ``training.save_every_steps`` or ``save_every_minutes``) when it has one and its config is still the
 cell's, otherwise started again from scratch. A failed cell is recorded (status + ``error.log``)
 and the other cells go on. ``workers`` > 1 trains that many cells at once, each in its own process
-with its share of the cores (small backbones use many cores poorly, so several cells at once make
-better use of a machine than one cell on all of it).
+with an equal share of the cores.
 """
 
 from __future__ import annotations
