@@ -38,3 +38,21 @@ def test_the_table_compares_runs_with_floors_and_names_unfinished_runs(tmp_path)
     assert "| **0.300** | 0.250 | +5.0 | 0.294 |" in lines["CoSQA MRR"]
     assert "0.79 (Flakify)" in lines["FlakeFlagger F1"]
     assert any(line.startswith("Not finished yet") and "st/flaky" in line for line in lines)
+
+
+def test_curves_put_each_single_task_run_beside_the_multi_task_run_even_one_still_going(tmp_path):
+    table = load_script("results_table")
+    multi, single = tmp_path / "mt", tmp_path / "st"
+    (multi / "last").mkdir(parents=True)  # still going: its validations so far are in last/state.json
+    going = [{"step": 10, "examples_seen": {"defect": 160, "clone": 160},
+              "valid": {"defect": {"accuracy": 0.55}, "clone/unseen": {"f1": 0.9}, "clone": {"f1": 0.95}}}]
+    (multi / "last" / "state.json").write_text(json.dumps({"progress": {"history": going}}))
+    write_run(single / "defect", {"defect": {"accuracy": 0.6}}, trivial={"defect": {"accuracy": 0.548}})
+    (single / "defect" / "history.json").write_text(json.dumps(
+        [{"step": 10, "examples_seen": {"defect": 160}, "valid": {"defect": {"accuracy": 0.57}}}]))
+
+    assert table.history_of(multi) == going
+    assert list(table.curve_sets([going])) == ["defect", "clone", "clone/unseen"]  # the table's order
+    assert table.draw_curves(multi, single, tmp_path / "curves.png").stat().st_size > 0
+    assert table.build(multi, single)[0][0]["trivial"] == 0.548  # from the single-task run
+    assert table.draw_curves(tmp_path / "none", tmp_path / "none", tmp_path / "no.png") is None
