@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from mtpeft.cli import main
 from mtpeft.config import resolve_config
 from mtpeft.recipes import train
+from mtpeft.runs import Ledger
 from mtpeft.training import loop
 from tests.conftest import tiny_config
 
@@ -43,6 +44,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert_same_tensors(a / "checkpoint" / "adapter" / "adapter_model.safetensors", b / "checkpoint" / "adapter" / "adapter_model.safetensors")
     assert_same_tensors(a / "last" / "state.safetensors", b / "last" / "state.safetensors")
     state_a, state_b = (json.loads((d / "last" / "state.json").read_text()) for d in (a, b))
+    assert state_a.pop("ledger")["sittings"] == 1 and state_b.pop("ledger")["sittings"] == 2  # wall times differ
     assert state_a == state_b
 
 
@@ -73,6 +75,30 @@ def test_resume_after_a_crash_in_process_gives_the_same_run(tmp_path, task_files
     monkeypatch.setattr(loop.Trainer, "train_step", original)
     assert main(["train", "--resume", str(tmp_path / "b")]) == 0
     assert_same_run(tmp_path / "a", tmp_path / "b")
+    # the cost covers both sittings: the first one's time came through last/
+    first = json.loads((tmp_path / "a" / "ledger.json").read_text())
+    both = json.loads((tmp_path / "b" / "ledger.json").read_text())
+    assert first["sittings"] == 1 and "this_sitting" not in first
+    assert both["sittings"] == 2 and both["whole_run_timed"]
+    loop_seconds = both["wall_seconds"]["train_and_validate"]
+    assert loop_seconds > both["this_sitting"]["wall_seconds"]["train_and_validate"] > 0
+    assert both["wall_seconds"]["load_model"] > both["this_sitting"]["wall_seconds"]["load_model"]
+
+
+def test_the_ledger_adds_the_earlier_sittings_and_counts_a_running_phase_up_to_now():
+    ledger = Ledger(earlier={"wall_seconds": {"train_and_validate": 100.0, "load_model": 2.0}, "peak_rss_mb": 1e9,
+                             "sittings": 2})
+    with ledger.phase("load_model"):
+        pass
+    with ledger.phase("train_and_validate"):
+        time.sleep(0.05)
+        carried = ledger.carry()  # as save_last does, mid-training
+    assert carried["sittings"] == 3 and carried["peak_rss_mb"] == 1e9
+    assert 100.04 < carried["wall_seconds"]["train_and_validate"] < 100.0 + ledger.phases["train_and_validate"] + 0.01
+    assert carried["wall_seconds"]["load_model"] == round(2.0 + ledger.phases["load_model"], 3)
+    out = ledger.to_dict()
+    assert out["sittings"] == 3 and out["peak_rss_mb"] == 1e9 and out["this_sitting"]["peak_rss_mb"] < 1e9
+    assert out["wall_seconds"]["train_and_validate"] == round(100.0 + ledger.phases["train_and_validate"], 3)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

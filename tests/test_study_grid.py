@@ -243,6 +243,14 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     _, _, test_only = rate_from_run(run)
     assert (test_only.s_eval, test_only.eval_splits, test_only.fixed) == (30 / 200, 1, 0)
     assert estimate_cell(study, single, test_only) == pytest.approx(48 * 0.25 + 10 * 0.15)
+    # resumed from a checkpoint that predates the carried ledger: its seconds are one sitting's,
+    # its examples the whole run's, so it gives no rate; with the earlier sittings carried it does
+    (run / "ledger.json").write_text(json.dumps(newer | {"resumed": True}))
+    assert rate_from_run(run) is None
+    (run / "ledger.json").write_text(json.dumps(newer | {"resumed": True, "whole_run_timed": False}))
+    assert rate_from_run(run) is None
+    (run / "ledger.json").write_text(json.dumps(newer | {"resumed": True, "whole_run_timed": True}))
+    assert rate_from_run(run)[2].s_train == 100 / 400
     (run / "ledger.json").write_text(json.dumps(newer | {"wall_seconds": {"load_data": 1, "load_model": 2, "train_and_validate": 100, "reload": 1, "evaluate": 30}}))
     table, total = dry_run(study, [run], startup=5.0)
     assert "lora/pairs/flaky+search" in table and "earlier" in table

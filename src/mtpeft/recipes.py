@@ -180,7 +180,9 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         prepare_run_dir(run_dir, overwrite, resume)
     info.barrier()
     last = load_last(run_dir) if resume else None
-    ledger = Ledger()
+    # the cost of the earlier sittings travels in last/ (a checkpoint older than that carries none)
+    ledger = Ledger(earlier=last[1].get("ledger", {}) if last else {})
+    whole_run_timed = last is None or "ledger" in last[1]
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
     # a wrong weighting or option stops now, not after the data and the model have loaded
@@ -206,7 +208,8 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     ctx = eval_context(config, model.backbone.tokenizer)
     trainer = Trainer(model, tasks, data, config.training, config.backbone.max_len, save_best, ctx,
                       run_dir / "tb" if info.main else None, phase=ledger.phase,
-                      save_last=(lambda tensors, state: save_last(run_dir, tensors, state)) if info.main else None,
+                      save_last=(lambda tensors, state: save_last(run_dir, tensors, state | {"ledger": ledger.carry()}))
+                      if info.main else None,
                       dist=info)
     resumed_tokens = last[1]["progress"]["tokens"] if last else 0
     with ledger.phase("train_and_validate"):
@@ -238,8 +241,11 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     # what the metrics must beat: majority class, all-positive, random ranking (same sets)
     trivial = trivial_baselines(tasks, {n: getattr(d, scored) for n, d in data.items()})
     write_json(run_dir / "trivial_baselines.json", {scored: trivial})
-    # training alone: the loop's wall time less its validations and checkpoint writes
-    train_seconds = ledger.phases["train_and_validate"] - ledger.phases.get("validate", 0.0) - ledger.phases.get("save_last", 0.0)
+    # training alone: the loop's wall time less its validations and checkpoint writes, over every
+    # sitting whose time was recorded (and the tokens of those sittings)
+    seconds = ledger.seconds()
+    train_seconds = seconds["train_and_validate"] - seconds.get("validate", 0.0) - seconds.get("save_last", 0.0)
+    timed_tokens = result.tokens - (0 if whole_run_timed else resumed_tokens)
     ledger.values |= {
         "backbone": config.backbone.name,
         "method": config.method.name,
@@ -255,10 +261,12 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "heads_bytes": (checkpoint_dir(run_dir) / "heads.safetensors").stat().st_size,
         "train_tokens": result.tokens,
         "train_seconds": round(train_seconds, 3),
-        # this sitting only (a resumed run's earlier sittings had their own ledger)
-        "train_tokens_per_second": round((result.tokens - resumed_tokens) / max(train_seconds, 1e-9), 1),
+        "train_tokens_per_second": round(timed_tokens / max(train_seconds, 1e-9), 1),
         "resumed": resume,
-        "validation_seconds": ledger.phases.get("validate", 0.0),
+        # False: resumed from a checkpoint that predates the carried ledger, so the seconds, the
+        # tokens per second and the peak RSS are those of the sittings since
+        "whole_run_timed": whole_run_timed,
+        "validation_seconds": seconds.get("validate", 0.0),
         "validations": len(result.history),
         "skipped_records": skips.total,
     }

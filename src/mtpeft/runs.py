@@ -34,22 +34,33 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
+def _add_seconds(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: round(a.get(k, 0.0) + b.get(k, 0.0), 3) for k in {**a, **b}}
+
+
 @dataclass
 class Ledger:
-    """What a run cost: filled in as phases run, written as ledger.json."""
+    """What a run cost: filled in as phases run, written as ledger.json.
+
+    A run that spans sittings (``--resume``) carries its totals in the resumable checkpoint
+    (``carry``), and the next sitting's ledger starts from them (``earlier``): ``wall_seconds`` and
+    ``peak_rss_mb`` then cover the whole run; ``this_sitting`` keeps the last sitting's own."""
 
     phases: dict[str, float] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, dict[str, float | None]] = field(default_factory=dict)  # phase -> RSS at its (last) end
+    earlier: dict[str, Any] = field(default_factory=dict)  # the totals of the sittings before this one
+    running: dict[str, float] = field(default_factory=dict)  # phase -> start, while it runs
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase (repeated phases add up) and note resident memory when it ends: the peak
         so far (a running maximum, so it includes earlier phases) and the current RSS."""
-        start = time.perf_counter()
+        start = self.running[name] = time.perf_counter()
         try:
             yield
         finally:
+            del self.running[name]
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 3)
             current = current_rss_mb()
             # the kernel updates ru_maxrss lazily, so the RSS read now can exceed it by a few pages
@@ -63,11 +74,30 @@ class Ledger:
             "method_trainable_percent": round(100.0 * counts["method_trainable"] / max(counts["backbone_total"], 1), 4),
         }
 
+    def sitting_peak_rss_mb(self) -> float:
+        return round(max([peak_rss_mb()] + [m["peak_rss_mb_so_far"] or 0.0 for m in self.memory.values()]), 1)
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase over the whole run: the earlier sittings' and this one's so far."""
+        return _add_seconds(self.earlier.get("wall_seconds", {}), self.phases)
+
+    def carry(self) -> dict[str, Any]:
+        """The totals a resumable checkpoint keeps, phases still running counted up to now: the
+        sitting that resumes from it adds its own."""
+        now = time.perf_counter()
+        so_far = _add_seconds(self.phases, {name: now - start for name, start in self.running.items()})
+        return {"wall_seconds": _add_seconds(self.earlier.get("wall_seconds", {}), so_far),
+                "peak_rss_mb": max(self.earlier.get("peak_rss_mb", 0.0), self.sitting_peak_rss_mb()),
+                "sittings": self.earlier.get("sittings", 0) + 1}
+
     def to_dict(self) -> dict[str, Any]:
+        sitting = {"wall_seconds": self.phases, "peak_rss_mb": self.sitting_peak_rss_mb()}
         return self.values | {
-            "wall_seconds": self.phases,
-            "memory_by_phase": self.memory,
-            "peak_rss_mb": round(max([peak_rss_mb()] + [m["peak_rss_mb_so_far"] or 0.0 for m in self.memory.values()]), 1),
+            "wall_seconds": self.seconds(),
+            "memory_by_phase": self.memory,  # this sitting's
+            "peak_rss_mb": max(self.earlier.get("peak_rss_mb", 0.0), sitting["peak_rss_mb"]),
+            "sittings": self.earlier.get("sittings", 0) + 1,
+            **({"this_sitting": sitting} if self.earlier else {}),
             "torch_threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
             "torch": torch.__version__,

@@ -60,6 +60,8 @@ def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError, yaml.YAMLError):
         return None
+    if not ledger.get("whole_run_timed", not ledger.get("resumed", False)):
+        return None  # its seconds cover only the last sitting, its examples the whole run
     wall = ledger.get("wall_seconds", {})
     examples = _trained_examples(run_dir, ledger, config)
     if not examples or "train_and_validate" not in wall:
