@@ -51,8 +51,8 @@ def history_of(run: Path) -> list[dict[str, Any]]:
 
 def curve_sets(histories: list[list[dict[str, Any]]]) -> dict[str, str]:
     """Every validation set the runs scored (``clone/unseen`` too), with its task's headline metric."""
-    order = list(dict.fromkeys(name.split("/")[0] for name, _ in HEADLINE))
-    metric_of = {name.split("/")[0]: metric for name, metric in HEADLINE}
+    metric_of = {name.split("/")[0]: metric for name, metric in HEADLINE}  # tasks in the table's order
+    order = list(metric_of)
     names = {name for h in histories for record in h for name in record.get("valid", {}) if name.split("/")[0] in order}
     return {name: metric_of[name.split("/")[0]]
             for name in sorted(names, key=lambda n: (order.index(n.split("/")[0]), n))}

@@ -85,18 +85,16 @@ class Ledger:
         """The totals a resumable checkpoint keeps, phases still running counted up to now: the
         sitting that resumes from it adds its own."""
         now = time.perf_counter()
-        so_far = _add_seconds(self.phases, {name: now - start for name, start in self.running.items()})
-        return {"wall_seconds": _add_seconds(self.earlier.get("wall_seconds", {}), so_far),
+        running = {name: now - start for name, start in self.running.items()}
+        return {"wall_seconds": _add_seconds(self.seconds(), running),
                 "peak_rss_mb": max(self.earlier.get("peak_rss_mb", 0.0), self.sitting_peak_rss_mb()),
                 "sittings": self.earlier.get("sittings", 0) + 1}
 
     def to_dict(self) -> dict[str, Any]:
+        totals = self.carry()  # the whole run's (no phase runs any more when the ledger is written)
         sitting = {"wall_seconds": self.phases, "peak_rss_mb": self.sitting_peak_rss_mb()}
-        return self.values | {
-            "wall_seconds": self.seconds(),
+        return self.values | totals | {
             "memory_by_phase": self.memory,  # this sitting's
-            "peak_rss_mb": max(self.earlier.get("peak_rss_mb", 0.0), sitting["peak_rss_mb"]),
-            "sittings": self.earlier.get("sittings", 0) + 1,
             **({"this_sitting": sitting} if self.earlier else {}),
             "torch_threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
