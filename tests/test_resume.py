@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from mtpeft.cli import main
 from mtpeft.config import resolve_config
-from mtpeft.recipes import train
+from mtpeft.recipes import ledger_for, train
 from mtpeft.runs import Ledger
 from mtpeft.training import loop
 from tests.conftest import tiny_config
@@ -99,6 +99,18 @@ def test_the_ledger_adds_the_earlier_sittings_and_counts_a_running_phase_up_to_n
     out = ledger.to_dict()
     assert out["sittings"] == 3 and out["peak_rss_mb"] == 1e9 and out["this_sitting"]["peak_rss_mb"] < 1e9
     assert out["wall_seconds"]["train_and_validate"] == round(100.0 + ledger.phases["train_and_validate"], 3)
+
+
+def test_tokens_of_an_untimed_sitting_stay_untimed_in_every_later_sitting():
+    # sitting 2 resumes from a last/ written before checkpoints carried a ledger (100 tokens)
+    second = ledger_for(({}, {"progress": {"tokens": 100}}))
+    assert second.untimed_tokens == 100
+    # sitting 3 resumes from the last/ that sitting 2 wrote: it carries a ledger now, but the
+    # first 100 tokens still have no time (a resumed run once reported 4.7x its real speed so)
+    third = ledger_for(({}, {"progress": {"tokens": 250}, "ledger": second.carry()}))
+    assert third.untimed_tokens == 100 and third.earlier["sittings"] == 1
+    timed_from_start = ledger_for(({}, {"progress": {"tokens": 250}, "ledger": Ledger().carry()}))
+    assert timed_from_start.untimed_tokens == 0 and ledger_for(None).untimed_tokens == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -168,6 +168,17 @@ def with_decisions(metrics: dict[str, Any], tasks: dict[str, Task]) -> dict[str,
     return metrics | ({"decisions": decisions} if decisions else {})
 
 
+def ledger_for(last: tuple[Any, dict[str, Any]] | None) -> Ledger:
+    """The cost ledger of a sitting: the earlier sittings' totals travel in last/. A checkpoint older
+    than that carries none, so the tokens trained up to it stay untimed for the rest of the run."""
+    if last is None:
+        return Ledger()
+    earlier = last[1].get("ledger")
+    if earlier is None:
+        return Ledger(untimed_tokens=last[1]["progress"]["tokens"])
+    return Ledger(earlier=earlier, untimed_tokens=earlier.get("untimed_tokens", 0))
+
+
 def train(config: RunConfig, command: str = "", overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint, reload it from disk and evaluate the test sets.
 
@@ -180,9 +191,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         prepare_run_dir(run_dir, overwrite, resume)
     info.barrier()
     last = load_last(run_dir) if resume else None
-    # the cost of the earlier sittings travels in last/ (a checkpoint older than that carries none)
-    ledger = Ledger(earlier=last[1].get("ledger", {}) if last else {})
-    whole_run_timed = last is None or "ledger" in last[1]
+    ledger = ledger_for(last)
     seed_everything(config.training.seed)
     tasks = build_tasks(config)
     # a wrong weighting or option stops now, not after the data and the model have loaded
@@ -211,7 +220,6 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
                       save_last=(lambda tensors, state: save_last(run_dir, tensors, state | {"ledger": ledger.carry()}))
                       if info.main else None,
                       dist=info)
-    resumed_tokens = last[1]["progress"]["tokens"] if last else 0
     with ledger.phase("train_and_validate"):
         result = trainer.fit(resume=last)
     del last
@@ -245,7 +253,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
     # sitting whose time was recorded (and the tokens of those sittings)
     seconds = ledger.seconds()
     train_seconds = seconds["train_and_validate"] - seconds.get("validate", 0.0) - seconds.get("save_last", 0.0)
-    timed_tokens = result.tokens - (0 if whole_run_timed else resumed_tokens)
+    timed_tokens = result.tokens - ledger.untimed_tokens
     ledger.values |= {
         "backbone": config.backbone.name,
         "method": config.method.name,
@@ -265,7 +273,7 @@ def train(config: RunConfig, command: str = "", overwrite: bool = False, resume:
         "resumed": resume,
         # False: resumed from a checkpoint that predates the carried ledger, so the seconds, the
         # tokens per second and the peak RSS are those of the sittings since
-        "whole_run_timed": whole_run_timed,
+        "whole_run_timed": ledger.untimed_tokens == 0,
         "validation_seconds": seconds.get("validate", 0.0),
         "validations": len(result.history),
         "skipped_records": skips.total,

@@ -50,6 +50,9 @@ class Ledger:
     values: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, dict[str, float | None]] = field(default_factory=dict)  # phase -> RSS at its (last) end
     earlier: dict[str, Any] = field(default_factory=dict)  # the totals of the sittings before this one
+    # training tokens of sittings whose time nobody recorded (a resume from a checkpoint older than
+    # the carried ledger); carried on, so every later sitting still knows its totals are partial
+    untimed_tokens: int = 0
     running: dict[str, float] = field(default_factory=dict)  # phase -> start, while it runs
 
     @contextmanager
@@ -88,7 +91,8 @@ class Ledger:
         running = {name: now - start for name, start in self.running.items()}
         return {"wall_seconds": _add_seconds(self.seconds(), running),
                 "peak_rss_mb": max(self.earlier.get("peak_rss_mb", 0.0), self.sitting_peak_rss_mb()),
-                "sittings": self.earlier.get("sittings", 0) + 1}
+                "sittings": self.earlier.get("sittings", 0) + 1,
+                "untimed_tokens": self.untimed_tokens}
 
     def to_dict(self) -> dict[str, Any]:
         totals = self.carry()  # the whole run's (no phase runs any more when the ledger is written)
