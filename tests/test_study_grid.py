@@ -323,6 +323,41 @@ def test_workers_train_cells_at_once_each_with_its_share_of_the_cores(tmp_path, 
 
 
 
+def test_a_finished_cell_trained_with_another_config_stops_the_grid_unless_asked_to_rerun(tmp_path, task_files):
+    """Changing the study (its budget, base or --set) after cells finished must not leave old cells
+    in the new report silently; moving the data (vars.data) is not a change of the cell."""
+    from mtpeft.config import save_config
+
+    path = write_study(tmp_path, task_files, regimes=["single"], weightings={})
+    trained: list[str] = []
+
+    def recording_train(config, command="", resume=False):
+        trained.append(Path(config.output_dir).name)
+        run = Path(config.output_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(config, run / "config.yaml")
+        (run / "metrics.json").write_text("{}")
+        (run / "ledger.json").write_text("{}")
+
+    run_grid(load_study(path), recording_train, log=lambda _: None, extra=[("vars.data", "/data/here")])
+    assert trained == ["defect", "flaky", "search"]
+    trained.clear()
+    moved = run_grid(load_study(path), recording_train, log=lambda _: None, extra=[("vars.data", "/data/elsewhere")])
+    assert trained == [] and set(moved.values()) == {"skipped"}
+
+    changed = yaml.safe_load(path.read_text())
+    changed["budget"]["steps_per_epoch"] = 3
+    path.write_text(yaml.safe_dump(changed))
+    with pytest.raises(MtpeftError, match=r"3 finished cell\(s\) .*lora/single/defect \(training.steps_per_epoch \(2 -> 3\)\).*--rerun-stale"):
+        run_grid(load_study(path), recording_train, log=lambda _: None)
+    assert trained == []  # refused before training anything
+    table, _ = dry_run(load_study(path), [], startup=1.0)
+    assert "lora/single/defect                           stale" in table and "0 to run, 3 stale" in table
+    outcome = run_grid(load_study(path), recording_train, log=lambda _: None, only="defect", rerun_stale=True)
+    assert outcome == {"lora/single/defect": "done"} and trained == ["defect"]
+    assert yaml.safe_load((tmp_path / "study/lora/single/defect/config.yaml").read_text())["training"]["steps_per_epoch"] == 3
+
+
 def test_an_interrupted_grid_stops_each_running_cell_once_and_starts_no_other(tmp_path, task_files, monkeypatch):
     """Ctrl-C reaches the study alone (cells run in their own sessions); it passes SIGINT on exactly
     once to each running cell (a second would stop the cell before it writes last/), starts no new

@@ -100,7 +100,10 @@ def make_fake_study(root: Path) -> Path:
         metrics = _metrics(method, regime, tasks, offset)
         (folder / "metrics.json").write_text(json.dumps(metrics))
         (folder / "trivial_baselines.json").write_text(json.dumps({"test": {s: {METRIC[s]: TRIVIAL[s]} for s in metrics["test"]}}))
-        (folder / "ledger.json").write_text(json.dumps(_ledger(method, tasks) | {"resumed": path == "lora/single/clone"}))
+        # lora/single/clone: resumed from a checkpoint older than the carried ledger (one sitting timed);
+        # lora/single/search: resumed with the ledger carried, so its seconds cover the whole run
+        timing = {"lora/single/clone": {"resumed": True}, "lora/single/search": {"resumed": True, "whole_run_timed": True}}
+        (folder / "ledger.json").write_text(json.dumps(_ledger(method, tasks) | timing.get(path, {"resumed": False})))
         weights = [{"step": s, **{t: 1.0 + (0.02 * s if t == "search" else -0.02 * s / 3) * (weighting != "equal") for t in tasks}} for s in range(1, 11)]
         (folder / "history.json").write_text(json.dumps([{"epoch": 1, "weights": weights}]))
     return root
@@ -122,7 +125,7 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
                     "Task affinity", "Loss weightings", "Cost ledger", "Savings of one multi-task run", "Cells not finished"):
         assert heading in report, heading
     assert "lora/multi/uncertainty | failed | RuntimeError: boom" in report
-    assert "Resumed cells (lora/single/clone)" in report
+    assert "older than the carried ledger (lora/single/clone):" in report
     for name in ("single_vs_multi.csv", "peft_vs_full.csv", "affinity_lora.csv", "affinity_serial_adapter.csv", "affinity_mean.csv",
                  "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv"):
         assert len(_csv(root / name)) >= 2, name

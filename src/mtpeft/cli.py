@@ -401,12 +401,13 @@ def run_study(args: argparse.Namespace) -> None:
     if args.no_progress:
         extra.append(("training.progress", False))
     if args.dry_run:
-        table, _ = dry_run(study, [study.output_dir, *args.ledgers], args.probe_steps)
+        table, _ = dry_run(study, [study.output_dir, *args.ledgers], args.probe_steps, extra=extra)
         print(table)
         return
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops the grid as Ctrl-C does
     try:
-        outcome = run_grid(study, extra=extra, command="mtpeft " + shlex.join(sys.argv[1:]), only=args.only, workers=args.workers)
+        outcome = run_grid(study, extra=extra, command="mtpeft " + shlex.join(sys.argv[1:]), only=args.only, workers=args.workers,
+                           rerun_stale=args.rerun_stale)
     finally:
         signal.signal(signal.SIGTERM, previous)
     done = sum(1 for s in outcome.values() if s != "failed")
@@ -428,6 +429,8 @@ def add_study_parser(sub: Any) -> None:
     p.add_argument("--probe-steps", type=int, default=0, help="--dry-run: time N training steps of methods without a ledger")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="cells trained at once, each in its own process with an equal share of the cores")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="train again the finished cells whose config is no longer the study's (without it they stop the study)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_study)
 

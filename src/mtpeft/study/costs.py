@@ -23,6 +23,13 @@ COST_KEYS = ("trainable_params", "storage_bytes", "wall_seconds", "train_flops",
 TOP_PHASES = ("load_data", "load_model", "train_and_validate", "reload", "evaluate", "evaluate_test")
 
 
+def whole_run_timed(ledger: dict[str, Any]) -> bool:
+    """Whether the ledger's seconds cover every sitting of the run. Ledgers written before the
+    totals were carried in ``last/`` (no ``whole_run_timed`` key) time only a resumed run's last
+    sitting."""
+    return bool(ledger.get("whole_run_timed", not ledger.get("resumed", False)))
+
+
 def training_flops(tokens: float, backbone_params: float, trainable_backbone_params: float) -> float:
     return float(tokens) * (4.0 * backbone_params + 2.0 * trainable_backbone_params)
 

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import yaml
 
 from mtpeft.study.config import StudyConfig
+from mtpeft.study.costs import whole_run_timed
 from mtpeft.study.grid import Cell, cell_config, plan
 
 
@@ -60,7 +61,7 @@ def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError, yaml.YAMLError):
         return None
-    if not ledger.get("whole_run_timed", not ledger.get("resumed", False)):
+    if not whole_run_timed(ledger):
         return None  # its seconds cover only the last sitting, its examples the whole run
     wall = ledger.get("wall_seconds", {})
     examples = _trained_examples(run_dir, ledger, config)
@@ -166,10 +167,11 @@ def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None, m
 
 
 def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0, train: Callable | None = None,
-            startup: float | None = None) -> tuple[str, float | None]:
+            startup: float | None = None, extra: list[tuple[str, Any]] = ()) -> tuple[str, float | None]:
     """The cells, their state and estimated wall time, as a text table, and the total.
-    ``startup``: seconds per cell process (None: time one)."""
-    from mtpeft.study.grid import cell_state
+    ``startup``: seconds per cell process (None: time one). A finished cell whose config is no
+    longer the study's (``extra``: the --set overrides) shows as ``stale``."""
+    from mtpeft.study.grid import cell_state, stale_changes
 
     startup = startup_seconds() if startup is None else startup
     cells = plan(study)
@@ -178,9 +180,12 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
         wanted = {(c.backbone, c.method) for c in cells} - set(rates)
         rates |= probe_rates(study, probe_steps, train, wanted)
     lines = [f"{'cell':<44} {'state':<12} {'tasks':>5} {'estimate':>10}  from", "-" * 96]
-    total, unknown = 0.0, 0
+    total, unknown, states = 0.0, 0, []
     for cell in cells:
         state = cell_state(cell.run_dir(study.output_dir))
+        if stale_changes(study, cell, extra):
+            state = "stale"  # trained again only with --rerun-stale; estimated as if it were
+        states.append(state)
         rate = find_rate(rates, cell.backbone, cell.method)
         seconds = estimate_cell(study, cell, rate, startup)
         if state == "done":
@@ -191,8 +196,9 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
             total += seconds
             shown = _hms(seconds) + ("" if rate.exact else "~")
         lines.append(f"{cell.path:<44} {state:<12} {len(cell.tasks):>5} {shown:>10}  {rate.source if rate else 'no ledger (use --probe-steps N)'}")
-    todo = sum(1 for c in cells if cell_state(c.run_dir(study.output_dir)) != "done")
-    lines.append(f"{len(cells)} cells, {todo} to run; estimated {_hms(total)} for those with an estimate"
+    todo, stale = sum(1 for s in states if s not in ("done", "stale")), states.count("stale")
+    lines.append(f"{len(cells)} cells, {todo} to run" + (f", {stale} stale (--rerun-stale)" if stale else "")
+                 + f"; estimated {_hms(total)} for those with an estimate"
                  + (f"; {unknown} without one" if unknown else "") + f" (each includes {startup:.0f} s of process start-up)"
                  + "  (~: rate of another method of the same backbone)")
     return "\n".join(lines), (None if unknown else total)

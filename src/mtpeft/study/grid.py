@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from mtpeft.config import RunConfig, resolve_config, save_config, select_tasks
+from mtpeft.config import RunConfig, from_dict, load_yaml, resolve_config, save_config, select_tasks
 from mtpeft.errors import MtpeftError
 from mtpeft.runs import write_json
 from mtpeft.study.config import BUDGET_KEYS, StudyConfig
@@ -106,6 +106,35 @@ def cell_state(run_dir: Path) -> str:
     return "interrupted" if run_dir.exists() and any(run_dir.iterdir()) else "pending"
 
 
+def stale_changes(study: StudyConfig, cell: Cell, extra: list[tuple[str, Any]] = ()) -> list[str]:
+    """The keys at which a finished cell's saved config differs from what the study asks of it now
+    (empty when it is not finished or still the same): the study config, its base or ``--set``
+    changed since the cell ran. Where the data lives (``vars``) does not count: a study folder may
+    move to another machine."""
+    from mtpeft.recipes import config_differences
+
+    run_dir = cell.run_dir(study.output_dir)
+    if cell_state(run_dir) != "done":
+        return []
+    try:
+        saved = from_dict(load_yaml(run_dir / "config.yaml")).to_dict()
+        wanted = cell_config(study, cell, study.output_dir, extra).to_dict()
+    except (MtpeftError, FileNotFoundError):
+        return []  # a cell that cannot be configured fails when it runs; an old run without config.yaml stays
+    saved.pop("vars", None)
+    wanted.pop("vars", None)
+    return config_differences(saved, wanted)
+
+
+def refuse_stale(study: StudyConfig, cells: list[Cell], extra: list[tuple[str, Any]] = ()) -> None:
+    """Finished cells trained with another config would sit in one report beside the new ones."""
+    stale = {c.path: changes for c in cells if (changes := stale_changes(study, c, extra))}
+    if stale:
+        shown = "; ".join(f"{path} ({', '.join(changes[:3])})" for path, changes in list(stale.items())[:5])
+        raise MtpeftError(f"{len(stale)} finished cell(s) of {study.output_dir} were trained with another config: {shown}; "
+                          "restore the study config, or pass --rerun-stale to train them again")
+
+
 def read_status(run_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
@@ -142,11 +171,12 @@ def _clear_partial(run_dir: Path) -> None:
 
 
 def run_cell(study: StudyConfig, cell: Cell, root: Path, train: Callable[..., Any],
-             extra: list[tuple[str, Any]] = (), command: str = "") -> str:
-    """``train(config, command, resume=...)`` trains one cell (in this process or another)."""
+             extra: list[tuple[str, Any]] = (), command: str = "", rerun_stale: bool = False) -> str:
+    """``train(config, command, resume=...)`` trains one cell (in this process or another);
+    ``rerun_stale`` trains a finished cell again when its config is no longer the study's."""
     run_dir = cell.run_dir(root)
     state = cell_state(run_dir)
-    if state == "done":
+    if state == "done" and not (rerun_stale and stale_changes(study, cell, extra)):
         return "skipped"
     try:
         config = cell_config(study, cell, root, extra)
@@ -259,7 +289,7 @@ def threads_per_worker(workers: int) -> int | None:
 
 def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
              extra: list[tuple[str, Any]] = (), command: str = "", only: str | None = None,
-             log: Callable[[str], None] = print, workers: int = 1) -> dict[str, str]:
+             log: Callable[[str], None] = print, workers: int = 1, rerun_stale: bool = False) -> dict[str, str]:
     """Run every cell not done yet; returns cell path -> done / skipped / failed, in plan order.
     ``train`` defaults to one ``mtpeft train`` process per cell (tests pass the in-process recipe,
     which must keep ``workers`` at 1: torch's random state is global). ``workers`` cells train at
@@ -267,13 +297,18 @@ def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
 
     Interrupted (Ctrl-C, or SIGTERM through the CLI), the grid starts no new cell, asks the running
     ones to stop after their current step and waits for them; a second interrupt stops them at
-    once. The interrupted cells resume from their ``last/`` on the next call."""
+    once. The interrupted cells resume from their ``last/`` on the next call.
+
+    Finished cells whose config is no longer the study's (``stale_changes``) stop the grid before
+    it trains anything, unless ``rerun_stale``: then they are trained again from scratch."""
     workers = max(1, workers)
     train = train or partial(subprocess_train, threads=threads_per_worker(workers))
     root = study.output_dir
     root.mkdir(parents=True, exist_ok=True)
     every = plan(study)
     cells = [c for c in every if not only or only in c.path]
+    if not rerun_stale:
+        refuse_stale(study, cells, extra)
     write_json(root / "study.json", study_summary(study, every))
     if command:
         (root / "command.txt").write_text(command + "\n", encoding="utf-8")
@@ -283,7 +318,7 @@ def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
     def run_one(i: int, cell: Cell) -> None:
         with lock:
             log(f"[{i}/{len(cells)}] {cell.path}: {cell_state(cell.run_dir(root))}")
-        state = run_cell(study, cell, root, train, extra, command)
+        state = run_cell(study, cell, root, train, extra, command, rerun_stale)
         with lock:
             outcome[cell.path] = state
             if state == "failed":

@@ -19,7 +19,7 @@ from mtpeft.reporting import HEADLINE
 from mtpeft.study import findings as F
 from mtpeft.study import plots
 from mtpeft.study.affinity import Matrix, affinity_matrix, mean_matrix, points
-from mtpeft.study.costs import cell_costs, savings, setting_costs
+from mtpeft.study.costs import cell_costs, savings, setting_costs, whole_run_timed
 
 METRIC = dict(HEADLINE)  # test set -> headline metric
 
@@ -224,7 +224,7 @@ def cost_tables(study: Study) -> dict[str, Any]:
         k = cell_costs(c.ledger)
         cell_rows.append([c.path, c.group, c.regime, "+".join(c.tasks), c.weighting, int(k["trainable_params"]), int(k["storage_bytes"]),
                           round(k["wall_seconds"], 1), int(k["train_tokens"]), k["train_flops"], k["peak_rss_mb"],
-                          "yes" if c.ledger.get("resumed") else "no"])
+                          "yes" if c.ledger.get("resumed") else "no", "yes" if whole_run_timed(c.ledger) else "no"])
     settings: dict[tuple[str, str], dict[str, float]] = {}
     for g in study.groups:
         singles = [c.ledger for c in study.cells if c.group == g and c.regime == "single"]
@@ -374,7 +374,7 @@ def write_report(root: Path, output: Path | None = None) -> Path:
     # costs
     costs = cost_tables(study)
     cell_headers = ["cell", "method", "regime", "tasks", "weighting", "trainable params", "storage bytes", "wall s", "train tokens",
-                    "train FLOPs (est.)", "peak RSS MB", "resumed"]
+                    "train FLOPs (est.)", "peak RSS MB", "resumed", "whole run timed"]
     write_csv(out / "costs_cells.csv", cell_headers, costs["cells"])
     setting_headers = ["method", "setting", "runs", "effective trainable params", "storage bytes", "wall s", "train FLOPs (est.)", "peak RSS MB"]
     write_csv(out / "costs_settings.csv", setting_headers, costs["settings"])
@@ -385,10 +385,10 @@ def write_report(root: Path, output: Path | None = None) -> Path:
            "tokens × (4·N + 2·N_trainable) (N: backbone parameters, N_trainable: the method's; forward 2N, backward 2N for "
            "activation gradients + 2·N_trainable for weight gradients; 6N when everything trains; heads and evaluation left out). "
            "Per cell: `costs_cells.csv`.", ""]
-    resumed = [r[0] for r in costs["cells"] if r[-1] == "yes"]
-    if resumed:
-        md += [f"Resumed cells ({', '.join(resumed)}): their ledger's wall time is the last sitting's only, so the "
-               "wall-time sums below undercount them.", ""]
+    untimed = [r[0] for r in costs["cells"] if r[-1] == "no"]
+    if untimed:
+        md += [f"Cells resumed from a checkpoint older than the carried ledger ({', '.join(untimed)}): their wall time is "
+               "the last sitting's only, so the wall-time sums below undercount them.", ""]
     if costs["settings"]:
         md += [md_table(setting_headers, [r[:6] + [f"{r[6]:.3g}", r[7]] for r in costs["settings"]]), ""]
     if costs["savings"]:
