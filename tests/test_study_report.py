@@ -83,9 +83,10 @@ def make_fake_study(root: Path) -> Path:
         if method != "full":
             cells += [(method, "pairs", (a, b), "equal", f"{method}/pairs/{a}+{b}") for i, a in enumerate(TASKS) for b in TASKS[i + 1:]]
     cells += [("lora", "multi", tuple(TASKS), w, f"lora/multi/{w}") for w in ("gradnorm", "famo")]
-    cells.append(("lora", "multi", tuple(TASKS), "uncertainty", "lora/multi/uncertainty"))  # never finished
+    cells.append(("lora", "multi", tuple(TASKS), "uncertainty", "lora/multi/uncertainty"))  # failed
+    cells.append(("lora", "multi", tuple(TASKS), "loss_normalized", "lora/multi/loss_normalized"))  # killed while running
     summary = {"tasks": TASKS, "backbones": ["default"], "methods": ["full", "lora", "serial_adapter"], "weighting": "equal",
-               "weightings": ["equal", "gradnorm", "famo", "uncertainty"], "budget": {"epochs": 1}, "base": "full.yaml",
+               "weightings": ["equal", "gradnorm", "famo", "uncertainty", "loss_normalized"], "budget": {"epochs": 1}, "base": "full.yaml",
                "cells": [{"path": p, "backbone": "default", "method": m, "regime": r, "tasks": list(t), "weighting": w, "state": "done"}
                          for m, r, t, w, p in cells]}
     root.mkdir(parents=True)
@@ -95,6 +96,9 @@ def make_fake_study(root: Path) -> Path:
         folder.mkdir(parents=True)
         if weighting == "uncertainty":
             (folder / "study_cell.json").write_text(json.dumps({"state": "failed", "error": "RuntimeError: boom"}))
+            continue
+        if weighting == "loss_normalized":
+            (folder / "study_cell.json").write_text(json.dumps({"state": "running"}))
             continue
         offset = {"equal": 0.0, "gradnorm": 0.01, "famo": -0.01}[weighting]
         metrics = _metrics(method, regime, tasks, offset)
@@ -125,6 +129,7 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
                     "Task affinity", "Loss weightings", "Cost ledger", "Savings of one multi-task run", "Cells not finished"):
         assert heading in report, heading
     assert "lora/multi/uncertainty | failed | RuntimeError: boom" in report
+    assert "lora/multi/loss_normalized | running or interrupted |" in report
     assert "older than the carried ledger (lora/single/clone):" in report
     for name in ("single_vs_multi.csv", "peft_vs_full.csv", "affinity_lora.csv", "affinity_serial_adapter.csv", "affinity_mean.csv",
                  "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv"):

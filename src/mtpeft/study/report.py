@@ -68,7 +68,10 @@ def load_results(root: Path) -> tuple[dict[str, Any], list[CellResult], list[dic
         metrics, ledger = _read(folder / "metrics.json"), _read(folder / "ledger.json")
         if metrics is None or ledger is None:
             status = _read(folder / "study_cell.json", {})
-            missing.append(cell | {"state": status.get("state", "pending"), "error": status.get("error")})
+            state = status.get("state", "pending")
+            if state == "running":  # a killed cell's status stays "running" until the grid runs it again
+                state = "running or interrupted"
+            missing.append(cell | {"state": state, "error": status.get("error")})
             continue
         results.append(CellResult(cell["path"], cell["backbone"], cell["method"], cell["regime"], list(cell["tasks"]),
                                   cell["weighting"], metrics.get("test", {}), ledger, _read(folder / "history.json", []),
