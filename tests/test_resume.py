@@ -175,3 +175,22 @@ def test_resume_refuses_a_changed_config_and_a_run_without_last(tmp_path, task_f
     assert "no resumable checkpoint" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_a_run_moved_to_another_machine_resumes_with_its_data_under_the_new_root(tmp_path):
+    """``vars.data`` says where the data lives, not what the run is: resuming with another root is
+    no config change, and the run's own ``${data}`` paths are then read under that root."""
+    from mtpeft.config import save_config
+    from mtpeft.errors import MtpeftError
+    from mtpeft.recipes import resume_config
+
+    tasks = {"defect": {"train": "${data}/devign/train.jsonl", "valid": "${data}/devign/valid.jsonl"}}
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(resolve_config({"tasks": tasks, "vars": {"data": "old/root"}, "output_dir": str(run)}), run / "config.yaml")
+    moved = {"tasks": tasks, "vars": {"data": "new/root"}, "output_dir": str(run)}
+    resumed = resume_config(run, resolve_config(moved))
+    assert resumed.tasks["defect"].train == "new/root/devign/train.jsonl"
+    assert resumed.to_dict()["tasks"] == tasks  # what it saves again stays relative to ${data}
+    with pytest.raises(MtpeftError, match=r"training\.lr"):
+        resume_config(run, resolve_config(moved | {"training": {"lr": 0.5}}))

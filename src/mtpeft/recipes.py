@@ -352,7 +352,9 @@ def write_run_inputs(run_dir: Path, config: RunConfig, command: str, resume: boo
 
 
 # config keys that may differ when a run is resumed: they do not change what is computed
-RESUME_FREE_KEYS = {("training", "progress"), ("training", "device"), ("output_dir",)}
+# where the run lives, where its data lives (``vars``: a run folder may move to another machine) and
+# how it reports progress may change between sittings; everything else must stay the run's own
+RESUME_FREE_KEYS = {("training", "progress"), ("training", "device"), ("output_dir",), ("vars",)}
 
 
 def resume_config(run_dir: Path, requested: RunConfig | None = None) -> RunConfig:
@@ -367,10 +369,11 @@ def resume_config(run_dir: Path, requested: RunConfig | None = None) -> RunConfi
         if changed:
             raise MtpeftError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
                               f"{', '.join(changed[:5])}; resume with the saved config (drop --config/--set) or start a new run")
-    saved.output_dir = str(run_dir)  # the directory may have moved since
-    if requested is not None:
+        # the run's own ${data} paths, found under the root asked for now
+        saved = from_dict(saved.to_dict() | {"vars": requested.to_dict()["vars"]})
         saved.training.progress = requested.training.progress
         saved.training.device = requested.training.device
+    saved.output_dir = str(run_dir)  # the directory may have moved since
     return saved
 
 

@@ -109,8 +109,8 @@ def cell_state(run_dir: Path) -> str:
 def stale_changes(study: StudyConfig, cell: Cell, extra: list[tuple[str, Any]] = ()) -> list[str]:
     """The keys at which a finished cell's saved config differs from what the study asks of it now
     (empty when it is not finished or still the same): the study config, its base or ``--set``
-    changed since the cell ran. Where the data lives (``vars``) does not count: a study folder may
-    move to another machine."""
+    changed since the cell ran. Where the data lives (``vars``) does not count (``RESUME_FREE_KEYS``):
+    a study folder may move to another machine."""
     from mtpeft.recipes import config_differences
 
     run_dir = cell.run_dir(study.output_dir)
@@ -121,8 +121,6 @@ def stale_changes(study: StudyConfig, cell: Cell, extra: list[tuple[str, Any]] =
         wanted = cell_config(study, cell, study.output_dir, extra).to_dict()
     except (MtpeftError, FileNotFoundError):
         return []  # a cell that cannot be configured fails when it runs; an old run without config.yaml stays
-    saved.pop("vars", None)
-    wanted.pop("vars", None)
     return config_differences(saved, wanted)
 
 
