@@ -149,6 +149,8 @@ def main() -> None:
         rows = variant_rows(root, names)
     except MtpeftError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt as stop:  # the variant wrote its last/ (a signal stops it after a step)
+        sys.exit(f"interrupted: {stop or 'a variant was stopped'}; run the same command again to resume")
     command = "python scripts/recipe_sweep.py " + " ".join(sys.argv[1:])
     atomic_write_text(root / "recipe.json", json.dumps(rows, indent=1) + "\n")
     notes = root / "notes.md"
