@@ -351,9 +351,8 @@ def write_run_inputs(run_dir: Path, config: RunConfig, command: str, resume: boo
     write_json(run_dir / "data_report.json", data_report)
 
 
-# config keys that may differ when a run is resumed: they do not change what is computed
-# where the run lives, where its data lives (``vars``: a run folder may move to another machine) and
-# how it reports progress may change between sittings; everything else must stay the run's own
+# config keys that may differ when a run is resumed, since they do not change what is computed: where
+# the run and its data live (``vars``: a run folder may move to another machine), device and progress
 RESUME_FREE_KEYS = {("training", "progress"), ("training", "device"), ("output_dir",), ("vars",)}
 
 
