@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from mtpeft.device import cpu_facts
+
 # (file under the data folder, code field, language) of every real function the benchmarks read
 SOURCES = [
     ("defect/devign_train.jsonl.gz", "func", "c"),
@@ -69,23 +71,11 @@ def real_queries(data: Path, limit: int, seed: int = 0) -> list[str]:
 
 def machine() -> dict[str, Any]:
     """CPU model, flags that matter to PyTorch's kernels, core count, torch threads and version."""
-    model, flags = platform.processor(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
     try:
         load = os.getloadavg()
     except OSError:
         load = None
-    return {
-        "cpu": model, "cpu_flags": [f for f in wanted if f in flags], "cores": os.cpu_count(),
+    return cpu_facts() | {
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in load] if load else None,
     }

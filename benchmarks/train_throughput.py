@@ -47,7 +47,7 @@ from mtpeft.training.weighting import build_weighting  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_facts() -> dict[str, Any]:
+def machine_with_bf16() -> dict[str, Any]:
     """The shared machine facts plus whether this CPU computes bf16 natively (for the MFU ceiling)."""
     facts = machine()
     return facts | {"flags": facts["cpu_flags"], "threads": facts["torch_threads"], "native_bf16": bf16_supported()}
@@ -233,7 +233,7 @@ def main() -> None:
     DEVICE = torch.device(args.device)
     configure_allocator()  # what the mtpeft command does at start
     torch.manual_seed(0)
-    facts = cpu_facts()
+    facts = machine_with_bf16()
     print(json.dumps(facts), flush=True)
     four = ["defect", "clone", "search", "flaky"]
     before = [("backbone.attention_dropout", None), ("backbone.frozen_bf16", False)]

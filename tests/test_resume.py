@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from mtpeft.cli import main
 from mtpeft.config import resolve_config
+from mtpeft.device import cpu_facts, cpu_label
 from mtpeft.recipes import ledger_for, train
 from mtpeft.runs import Ledger
 from mtpeft.training import loop
@@ -87,7 +88,7 @@ def test_resume_after_a_crash_in_process_gives_the_same_run(tmp_path, task_files
 
 def test_the_ledger_adds_the_earlier_sittings_and_counts_a_running_phase_up_to_now():
     ledger = Ledger(earlier={"wall_seconds": {"train_and_validate": 100.0, "load_model": 2.0}, "peak_rss_mb": 1e9,
-                             "sittings": 2})
+                             "sittings": 2, "cpus": ["Some Other CPU (avx2)"]})
     with ledger.phase("load_model"):
         pass
     with ledger.phase("train_and_validate"):
@@ -99,6 +100,8 @@ def test_the_ledger_adds_the_earlier_sittings_and_counts_a_running_phase_up_to_n
     out = ledger.to_dict()
     assert out["sittings"] == 3 and out["peak_rss_mb"] == 1e9 and out["this_sitting"]["peak_rss_mb"] < 1e9
     assert out["wall_seconds"]["train_and_validate"] == round(100.0 + ledger.phases["train_and_validate"], 3)
+    # the run's wall time is that of every CPU it trained on; the ledger names this sitting's too
+    assert out["cpus"] == ["Some Other CPU (avx2)", cpu_label(cpu_facts())] and out["cpu"] == cpu_facts()["cpu"]
 
 
 def test_tokens_of_an_untimed_sitting_stay_untimed_in_every_later_sitting():

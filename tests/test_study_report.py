@@ -71,7 +71,8 @@ def _ledger(method: str, tasks: tuple[str, ...]) -> dict:
     return {"parameters": {"backbone_total": backbone, "method_trainable": trainable, "heads": 10 * n, "trainable": trainable + 10 * n},
             "adapter_bytes": {"full": 4000, "lora": 40, "serial_adapter": 60}[method], "heads_bytes": 10 * n,
             "train_tokens": 1000 * n, "peak_rss_mb": 100.0 * n,
-            "wall_seconds": {"train_and_validate": (30.0 if method == "full" else 10.0) * n}}
+            "wall_seconds": {"train_and_validate": (30.0 if method == "full" else 10.0) * n},
+            "torch_threads": 1, **({"cpus": ["CPU A (amx_bf16)"]} if method == "full" else {})}
 
 
 def make_fake_study(root: Path) -> Path:
@@ -131,6 +132,7 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert "lora/multi/uncertainty | failed | RuntimeError: boom" in report
     assert "lora/multi/loss_normalized | running or interrupted |" in report
     assert "older than the carried ledger (lora/single/clone):" in report
+    assert "CPU A (amx_bf16), 1 thread(s): 5 cell(s)" in report and "not recorded, 1 thread(s):" in report
     for name in ("single_vs_multi.csv", "peft_vs_full.csv", "affinity_lora.csv", "affinity_serial_adapter.csv", "affinity_mean.csv",
                  "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv"):
         assert len(_csv(root / name)) >= 2, name

@@ -3,6 +3,11 @@ and whether bf16 autocast pays off there (native bf16 on the CPU, or a GPU that 
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from mtpeft.errors import MtpeftError
@@ -38,3 +43,31 @@ def bf16_pays_off(device: torch.device) -> bool:
     from mtpeft.model.precision import bf16_supported
 
     return bf16_supported()
+
+
+# the CPU flags that decide PyTorch's kernels (fp32 FMA, AVX-512, native bf16 via AVX512-BF16 / AMX)
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+
+
+def cpu_facts() -> dict[str, Any]:
+    """The CPU model and its kernel-relevant flags (Linux ``/proc/cpuinfo``; the platform's name
+    elsewhere): sittings draw different CPUs, so every ledger and benchmark states its own."""
+    model, flags = platform.processor(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": [f for f in KERNEL_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def cpu_label(facts: dict[str, Any]) -> str:
+    """One line for tables: ``Intel(R) Xeon(R) Processor (amx_bf16, avx512_bf16)``; the flags shown
+    are those that set the bf16 path (AVX2 only when neither is there)."""
+    shown = [f for f in ("amx_bf16", "avx512_bf16") if f in facts.get("cpu_flags", [])] or \
+        [f for f in ("avx512f", "avx2") if f in facts.get("cpu_flags", [])][:1]
+    return f"{facts.get('cpu') or '?'} ({', '.join(shown) or 'no AVX2'})"

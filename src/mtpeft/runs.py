@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
+from mtpeft.device import cpu_facts, cpu_label
 from mtpeft.fileio import write_json  # noqa: F401  (re-exported: the run directory's JSON writer)
 
 
@@ -92,7 +93,9 @@ class Ledger:
         return {"wall_seconds": _add_seconds(self.seconds(), running),
                 "peak_rss_mb": max(self.earlier.get("peak_rss_mb", 0.0), self.sitting_peak_rss_mb()),
                 "sittings": self.earlier.get("sittings", 0) + 1,
-                "untimed_tokens": self.untimed_tokens}
+                "untimed_tokens": self.untimed_tokens,
+                # every CPU the run trained on (sittings draw different ones): its wall time is theirs
+                "cpus": list(dict.fromkeys(self.earlier.get("cpus", []) + [cpu_label(cpu_facts())]))}
 
     def to_dict(self) -> dict[str, Any]:
         totals = self.carry()  # the whole run's (no phase runs any more when the ledger is written)
@@ -101,6 +104,7 @@ class Ledger:
             "memory_by_phase": self.memory,  # this sitting's
             **({"this_sitting": sitting} if self.earlier else {}),
             "torch_threads": torch.get_num_threads(),
+            **cpu_facts(),  # this sitting's
             "python": sys.version.split()[0],
             "torch": torch.__version__,
         }

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from mtpeft.device import cpu_label
 from mtpeft.errors import MtpeftError
 from mtpeft.reporting import HEADLINE
 from mtpeft.study import findings as F
@@ -220,6 +222,12 @@ def weighting_rows(study: Study) -> tuple[list[str], list[list[Any]], dict[str, 
     return ["method", "weighting", *sets, "mean", "final weights"], rows, by_group
 
 
+def cell_cpus(ledger: dict[str, Any]) -> str:
+    """The CPU(s) a cell trained on, from its ledger (older ledgers did not record it)."""
+    cpus = ledger.get("cpus") or ([cpu_label(ledger)] if ledger.get("cpu") else [])
+    return " + ".join(cpus) or "not recorded"
+
+
 def cost_tables(study: Study) -> dict[str, Any]:
     """Per cell, per setting (single-task: its n single cells; multi-task: its one cell) and savings."""
     cell_rows = []
@@ -227,7 +235,7 @@ def cost_tables(study: Study) -> dict[str, Any]:
         k = cell_costs(c.ledger)
         cell_rows.append([c.path, c.group, c.regime, "+".join(c.tasks), c.weighting, int(k["trainable_params"]), int(k["storage_bytes"]),
                           round(k["wall_seconds"], 1), int(k["train_tokens"]), k["train_flops"], k["peak_rss_mb"],
-                          "yes" if c.ledger.get("resumed") else "no", "yes" if whole_run_timed(c.ledger) else "no"])
+                          c.ledger.get("torch_threads", ""), cell_cpus(c.ledger), "yes" if c.ledger.get("resumed") else "no", "yes" if whole_run_timed(c.ledger) else "no"])
     settings: dict[tuple[str, str], dict[str, float]] = {}
     for g in study.groups:
         singles = [c.ledger for c in study.cells if c.group == g and c.regime == "single"]
@@ -377,7 +385,7 @@ def write_report(root: Path, output: Path | None = None) -> Path:
     # costs
     costs = cost_tables(study)
     cell_headers = ["cell", "method", "regime", "tasks", "weighting", "trainable params", "storage bytes", "wall s", "train tokens",
-                    "train FLOPs (est.)", "peak RSS MB", "resumed", "whole run timed"]
+                    "train FLOPs (est.)", "peak RSS MB", "torch threads", "CPU", "resumed", "whole run timed"]
     write_csv(out / "costs_cells.csv", cell_headers, costs["cells"])
     setting_headers = ["method", "setting", "runs", "effective trainable params", "storage bytes", "wall s", "train FLOPs (est.)", "peak RSS MB"]
     write_csv(out / "costs_settings.csv", setting_headers, costs["settings"])
@@ -388,6 +396,9 @@ def write_report(root: Path, output: Path | None = None) -> Path:
            "tokens × (4·N + 2·N_trainable) (N: backbone parameters, N_trainable: the method's; forward 2N, backward 2N for "
            "activation gradients + 2·N_trainable for weight gradients; 6N when everything trains; heads and evaluation left out). "
            "Per cell: `costs_cells.csv`.", ""]
+    machines = Counter((r[-3], r[-4]) for r in costs["cells"])
+    md += ["Wall times compare fairly only on one CPU and thread count. The cells ran on: "
+           + "; ".join(f"{cpu}, {threads or '?'} thread(s): {n} cell(s)" for (cpu, threads), n in sorted(machines.items(), key=str)) + ".", ""]
     untimed = [r[0] for r in costs["cells"] if r[-1] == "no"]
     if untimed:
         md += [f"Cells resumed from a checkpoint older than the carried ledger ({', '.join(untimed)}): their wall time is "
