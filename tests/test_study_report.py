@@ -18,8 +18,9 @@ METRIC = {"defect": "accuracy", "clone": "f1", "search": "mrr", "search/cosqa": 
 OFFSET = {"full": 0.01, "lora": 0.0, "serial_adapter": 0.01 + 0.005}
 MULTI_DROP = {"defect": -0.01, "clone": -0.01, "search": -0.05, "search/cosqa": -0.05, "flaky": -0.02}
 PAIR = {frozenset(("search", "clone")): 0.02, frozenset(("search", "defect")): -0.03}
-# defect's majority class sits between the cells' defect accuracies (0.57-0.615): some cells beat it, some do not
-TRIVIAL = {"defect": 0.595, "clone": 0.869, "search": 0.006, "search/cosqa": 0.0015, "flaky": 0.078}
+# defect's majority class sits among the cells' defect accuracies (0.57-0.615): some cells beat it by more
+# than the 1-point noise margin, some by less (not read as beating it), some not at all
+TRIVIAL = {"defect": 0.585, "clone": 0.869, "search": 0.006, "search/cosqa": 0.0015, "flaky": 0.078}
 
 
 def test_affinity_matrix_by_hand():
@@ -158,11 +159,11 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert set(weighting) == {"equal", "gradnorm", "famo"} and "search 1.20" in weighting["gradnorm"]["final weights"]
 
     beats = {(r["cell"], r["test set"]): r["beats it"] for r in _csv(root / "trivial_baselines.csv")}
-    assert beats[("lora/single/defect", "defect")] == "yes"  # 0.60 against 0.595
-    assert beats[("lora/multi/equal", "defect")] == "no"  # 0.59
+    assert beats[("lora/single/defect", "defect")] == "yes"  # 0.60 against 0.585
+    assert beats[("lora/multi/equal", "defect")] == "no"  # 0.59: ahead by less than the noise margin
     assert beats[("lora/pairs/defect+search", "defect")] == "no"  # 0.57
     assert {v for (cell, s), v in beats.items() if s != "defect"} == {"yes"}
-    assert "Not readable: defect " in report and "| lora/multi/equal | defect | accuracy | 0.5900 | 0.5950 | -0.5 | no |" in report
+    assert "Not readable: defect " in report and "| lora/multi/equal | defect | accuracy | 0.5900 | 0.5850 | +0.5 | no |" in report
 
     verdicts = {r["the paper's finding"]: r["verdict"] for r in _csv(root / "findings.csv")}
     assert verdicts == {
