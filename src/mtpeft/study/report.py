@@ -399,7 +399,7 @@ def write_report(root: Path, output: Path | None = None) -> Path:
            "tokens × (4·N + 2·N_trainable) (N: backbone parameters, N_trainable: the method's; forward 2N, backward 2N for "
            "activation gradients + 2·N_trainable for weight gradients; 6N when everything trains; heads and evaluation left out). "
            "Per cell: `costs_cells.csv`.", ""]
-    machines = Counter((r[-3], r[-4]) for r in costs["cells"])
+    machines = Counter((cell_cpus(c.ledger), c.ledger.get("torch_threads")) for c in study.cells)
     md += ["Wall times compare fairly only on one CPU and thread count. The cells ran on: "
            + "; ".join(f"{cpu}, {threads or '?'} thread(s): {n} cell(s)" for (cpu, threads), n in sorted(machines.items(), key=str)) + ".", ""]
     untimed = [r[0] for r in costs["cells"] if r[-1] == "no"]
