@@ -10,8 +10,9 @@ import yaml
 
 from conftest import tiny_config
 from mtpeft.errors import MtpeftError
+from mtpeft.study import estimate
 from mtpeft.study.config import load_study
-from mtpeft.study.estimate import Rate, dry_run, estimate_cell, rate_from_run
+from mtpeft.study.estimate import Rate, dry_run, estimate_cell, find_rate, rate_difference, rate_from_run
 from mtpeft.study.grid import cell_config, cell_state, in_process_train, plan, read_status, run_grid
 
 
@@ -230,7 +231,7 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     (run / "history.json").write_text(json.dumps([{"examples_seen": {"a": 200, "b": 200}}]))
     (run / "data_report.json").write_text(json.dumps({"sizes": {"a": {"train": 9, "valid": {"a": 50}, "test": {"a": 50}},
                                                                 "b": {"train": 9, "valid": {"b": 50}, "test": {"b": 50, "b/x": 100}}}}))
-    _, _, rate = rate_from_run(run)
+    rate = rate_from_run(run)
     assert (rate.s_train, rate.s_eval, rate.fixed) == (100 / 400, 30 / 300, 4)
     single, multi = plan(study)[0], plan(study)[3]
     # single: 1 task x 2 epochs x 24 (20 rounded up to 3 batches of 8) = 48 examples; eval 1 x 2 x 10
@@ -240,7 +241,7 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     newer = json.loads((run / "ledger.json").read_text())
     newer["wall_seconds"] = {"train_and_validate": 100, "evaluate_test": 30}
     (run / "ledger.json").write_text(json.dumps(newer))
-    _, _, test_only = rate_from_run(run)
+    test_only = rate_from_run(run)
     assert (test_only.s_eval, test_only.eval_splits, test_only.fixed) == (30 / 200, 1, 0)
     assert estimate_cell(study, single, test_only) == pytest.approx(48 * 0.25 + 10 * 0.15)
     # resumed from a checkpoint that predates the carried ledger: its seconds are one sitting's,
@@ -250,17 +251,48 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     (run / "ledger.json").write_text(json.dumps(newer | {"resumed": True, "whole_run_timed": False}))
     assert rate_from_run(run) is None
     (run / "ledger.json").write_text(json.dumps(newer | {"resumed": True, "whole_run_timed": True}))
-    assert rate_from_run(run)[2].s_train == 100 / 400
+    assert rate_from_run(run).s_train == 100 / 400
     (run / "ledger.json").write_text(json.dumps(newer | {"wall_seconds": {"load_data": 1, "load_model": 2, "train_and_validate": 100, "reload": 1, "evaluate": 30}}))
     table, total = dry_run(study, [run], startup=5.0)
     assert "lora/pairs/flaky+search" in table and "earlier" in table
     # 3 single (18), 2 multi (46), 3 pairs (24 + 4 + 4), each + 5 s of process start-up
     assert total == pytest.approx(3 * 18 + 2 * 46 + 3 * 32 + 8 * 5)
+    # an interrupted cell resumes: the 16 examples its last checkpoint trained are not counted again
+    last = single.run_dir(study.output_dir) / "last"
+    last.mkdir(parents=True)
+    (last / "state.json").write_text(json.dumps({"progress": {"steps": 2, "examples_seen": {single.tasks[0]: 16}}}))
+    (last / "state.safetensors").write_bytes(b"")
+    table, resumed = dry_run(study, [run], startup=5.0)
+    assert f"{single.path:<44} interrupted" in table and resumed == pytest.approx(total - 16 * 0.25)
+    assert "of wall time" not in table
+    table, _ = dry_run(study, [run], startup=5.0, workers=2)
+    assert f"(about {estimate._hms(resumed / 2)} of wall time on 2 workers)" in table
+
+
+def test_dry_run_matches_a_reference_run_on_method_max_len_and_threads():
+    def run(method: str, max_len: int, threads: int, name: str) -> Rate:
+        return Rate(1.0, 1.0, 0.0, name, backbone="tiny", method=method, max_len=max_len, threads=threads)
+
+    methods_128_2 = run("serial_adapter", 128, 2, "methods")  # the cell's method, another setting
+    lora_256_1 = run("lora", 256, 1, "study lora")  # another method, the cell's setting
+    rates = [methods_128_2, lora_256_1]
+    found = find_rate(rates, "tiny", "serial_adapter", 256, 1)
+    assert (found.source, found.exact) == ("study lora", False)
+    assert rate_difference(found, "serial_adapter", 256, 1) == "lora"
+    found = find_rate(rates + [run("serial_adapter", 256, 1, "exact")], "tiny", "serial_adapter", 256, 1)
+    assert (found.source, found.exact) == ("exact", True) and rate_difference(found, "serial_adapter", 256, 1) == ""
+    found = find_rate([methods_128_2], "tiny", "serial_adapter", 256, 1)
+    assert (found.source, found.exact) == ("methods", False)
+    assert rate_difference(found, "serial_adapter", 256, 1) == "max_len 128, 2 threads"
+    found = find_rate([run("lora", 128, 2, "other")], "tiny", "prefix", 256, 1)
+    assert (found.source, found.exact) == ("other", False)
+    assert find_rate(rates, "another-backbone", "lora", 256, 1) is None
+    newer = run("lora", 256, 1, "newer")
+    assert find_rate(rates + [newer], "tiny", "lora", 256, 1).source == "newer"  # the newest of a tier wins
 
 
 def test_dry_run_probe_and_cli(tmp_path, task_files, capsys, monkeypatch):
     from mtpeft.cli import main
-    from mtpeft.study import estimate
 
     monkeypatch.setattr(estimate, "startup_seconds", lambda: 0.0)  # (timing a fresh interpreter is not the point here)
 

@@ -392,7 +392,7 @@ def run_serve(args: argparse.Namespace) -> None:
 def run_study(args: argparse.Namespace) -> None:
     from mtpeft.study.config import load_study
     from mtpeft.study.estimate import dry_run
-    from mtpeft.study.grid import raise_if_failed, run_grid
+    from mtpeft.study.grid import raise_if_failed, run_grid, threads_per_worker
 
     study = load_study(args.config, args.output)
     extra = [parse_override(text) for text in args.overrides]
@@ -401,7 +401,8 @@ def run_study(args: argparse.Namespace) -> None:
     if args.no_progress:
         extra.append(("training.progress", False))
     if args.dry_run:
-        table, _ = dry_run(study, [study.output_dir, *args.ledgers], args.probe_steps, extra=extra)
+        table, _ = dry_run(study, [study.output_dir, *args.ledgers], args.probe_steps, extra=extra,
+                           threads=threads_per_worker(args.workers), workers=args.workers)
         print(table)
         return
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops the grid as Ctrl-C does

@@ -12,13 +12,18 @@ A rough, stated model (not a promise): for a cell of n tasks,
   valid and test, in older ledgers' ``evaluate`` phase; 1, test only, in ``evaluate_test``: the
   valid numbers now come from training); s_eval = that phase's seconds / the examples it
   evaluated (data_report.json);
+- an interrupted cell resumes from its last checkpoint: the examples it trained are subtracted;
 - fixed = load_data + load_model + reload seconds of the reference run, plus the start-up of the
   cell's own ``mtpeft train`` process (imports, plots, baselines: outside the ledger's phases),
   timed once per dry run by starting ``python -c "import mtpeft.recipes"``.
 
-Reference runs are matched on (backbone, method); failing that, any method of the same backbone
-(marked approximate). ``--probe-steps N`` trains the multi-task cell of each unmatched
-(backbone, method) for N steps on a capped evaluation and uses its ledger instead.
+A step's cost depends on the sequence length and the threads as much as on the method, so a
+reference run matches a cell exactly only on (backbone, method, max_len, torch threads). Failing
+that, in this order (each marked approximate, with what differs): another method of the same
+backbone at the same max_len and threads; the same method at another max_len or thread count; any
+run of the same backbone. The newest run wins within a tier. ``--probe-steps N`` trains the
+multi-task cell of each (backbone, method) without an exact match for N steps on a capped
+evaluation and uses its ledger instead.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +43,7 @@ import yaml
 from mtpeft.study.config import StudyConfig
 from mtpeft.study.costs import whole_run_timed
 from mtpeft.study.grid import Cell, cell_config, plan
+from mtpeft.training.checkpoint import last_progress
 
 
 @dataclass
@@ -46,16 +52,23 @@ class Rate:
     s_eval: float  # seconds per evaluated example
     fixed: float  # seconds of loading and reloading
     source: str  # the run it came from
-    exact: bool = True  # same backbone and method
+    exact: bool = True  # same backbone, method, max_len and threads as the cell
     eval_splits: int = 2  # sets per task evaluated after training: valid + test, or test only
+    backbone: str = ""
+    method: str = ""
+    max_len: int | None = None
+    threads: int | None = None  # torch threads of the run (None: not in its ledger)
+
+    def setting(self) -> tuple[str, str, int | None, int | None]:
+        return self.backbone, self.method, self.max_len, self.threads
 
 
 def _eval_examples(sizes: dict[str, Any], splits: tuple[str, ...] = ("valid", "test")) -> int:
     return sum(sum(v.values()) if isinstance(v, dict) else 0 for s in sizes.values() for k, v in s.items() if k in splits)
 
 
-def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
-    """(backbone, method, rate) of one finished run directory, or None if it lacks what is needed."""
+def rate_from_run(run_dir: Path) -> Rate | None:
+    """The rate of one finished run directory, or None if it lacks what is needed."""
     try:
         ledger = json.loads((run_dir / "ledger.json").read_text(encoding="utf-8"))
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
@@ -80,8 +93,16 @@ def rate_from_run(run_dir: Path) -> tuple[str, str, Rate] | None:
         fixed=sum(wall.get(k, 0.0) for k in ("load_data", "load_model", "reload")),
         source=str(run_dir),
         eval_splits=1 if after == "evaluate_test" else 2,
+        backbone=str(config["backbone"]["name"]),
+        method=str(config["method"]["name"]),
+        max_len=_int_or_none(config["backbone"].get("max_len")),
+        threads=_int_or_none(ledger.get("torch_threads")),
     )
-    return str(config["backbone"]["name"]), str(config["method"]["name"]), rate
+    return rate
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None
 
 
 def _trained_examples(run_dir: Path, ledger: dict[str, Any], config: dict[str, Any]) -> int:
@@ -95,16 +116,11 @@ def _trained_examples(run_dir: Path, ledger: dict[str, Any], config: dict[str, A
     return int(ledger.get("steps", 0)) * int(config.get("training", {}).get("batch_size", 16)) * len(ledger.get("tasks", []))
 
 
-def collect_rates(folders: list[Path]) -> dict[tuple[str, str], Rate]:
-    """Every finished run under the folders (ledger.json + config.yaml), newest last wins."""
-    rates: dict[tuple[str, str], Rate] = {}
+def collect_rates(folders: list[Path]) -> list[Rate]:
+    """The rates of every finished run under the folders (ledger.json + config.yaml), oldest first."""
     runs = sorted({p.parent for folder in folders if folder.exists() for p in folder.rglob("ledger.json")},
                   key=lambda p: (p / "ledger.json").stat().st_mtime)
-    for run in runs:
-        found = rate_from_run(run)
-        if found:
-            rates[(found[0], found[1])] = found[2]
-    return rates
+    return [rate for rate in map(rate_from_run, runs) if rate]
 
 
 def train_examples(study: StudyConfig, n_tasks: int) -> int | None:
@@ -121,20 +137,41 @@ def train_examples(study: StudyConfig, n_tasks: int) -> int | None:
     return n_tasks * epochs * per_task
 
 
-def find_rate(rates: dict[tuple[str, str], Rate], backbone: str, method: str) -> Rate | None:
-    if (backbone, method) in rates:
-        return rates[(backbone, method)]
-    same_backbone = [r for (b, _), r in rates.items() if b == backbone]
-    if same_backbone:
-        r = same_backbone[-1]
-        return Rate(r.s_train, r.s_eval, r.fixed, r.source, exact=False, eval_splits=r.eval_splits)
+def find_rate(rates: list[Rate], backbone: str, method: str, max_len: int | None = None,
+              threads: int | None = None) -> Rate | None:
+    """The reference rate for a cell: the newest run of the best tier (see the module's docstring).
+    Anything short of an exact match comes back with ``exact=False``."""
+    same_backbone = [r for r in rates if r.backbone == backbone]
+    same_setting = [r for r in same_backbone if (r.max_len, r.threads) == (max_len, threads)]
+    tiers = ([r for r in same_setting if r.method == method], same_setting,
+             [r for r in same_backbone if r.method == method], same_backbone)
+    for tier, candidates in enumerate(tiers):
+        if candidates:
+            return candidates[-1] if tier == 0 else replace(candidates[-1], exact=False)
     return None
 
 
-def estimate_cell(study: StudyConfig, cell: Cell, rate: Rate | None, startup: float = 0.0) -> float | None:
+def rate_difference(rate: Rate, method: str, max_len: int | None, threads: int | None) -> str:
+    """What of the reference run differs from the cell, e.g. "lora, max_len 128, 2 threads"."""
+    parts = [rate.method] if rate.method != method else []
+    parts += [f"max_len {rate.max_len}"] if rate.max_len != max_len else []
+    parts += [f"{rate.threads} thread{'s' if rate.threads != 1 else ''}"] if rate.threads != threads else []
+    return ", ".join(parts)
+
+
+def cell_max_len(study: StudyConfig) -> int | None:
+    """The max_len every cell trains at: the study's budget, else the base config's."""
+    value = study.budget.get("max_len") or (study.base_data.get("backbone") or {}).get("max_len")
+    return _int_or_none(value)
+
+
+def estimate_cell(study: StudyConfig, cell: Cell, rate: Rate | None, startup: float = 0.0,
+                  trained: int = 0) -> float | None:
+    """Seconds left for a cell; ``trained``: examples it trained before it was interrupted."""
     examples = train_examples(study, len(cell.tasks))
     if rate is None or examples is None:
         return None
+    examples = max(0, examples - trained)
     cap = study.budget.get("max_eval_per_task") or 0
     return examples * rate.s_train + len(cell.tasks) * rate.eval_splits * cap * rate.s_eval + rate.fixed + startup
 
@@ -146,39 +183,54 @@ def startup_seconds() -> float:
     return time.perf_counter() - start
 
 
-def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None, missing: set[tuple[str, str]] | None = None) -> dict[tuple[str, str], Rate]:
-    """Train each (backbone, method)'s multi-task cell for ``steps`` steps in a temporary folder."""
+def probe_rates(study: StudyConfig, steps: int, train: Callable | None = None,
+                missing: set[tuple[str, str]] | None = None, threads: int | None = None) -> list[Rate]:
+    """Train each (backbone, method)'s multi-task cell for ``steps`` steps in a temporary folder,
+    on ``threads`` torch threads (the cells'), so that the probe matches them exactly."""
+    import torch
+
     if train is None:
         from mtpeft.recipes import train
-    rates: dict[tuple[str, str], Rate] = {}
+    rates: list[Rate] = []
     cells = {(c.backbone, c.method): c for c in plan(study) if c.regime == "multi" and c.weighting == study.weighting}
+    before = torch.get_num_threads()
     for key, cell in cells.items():
         if missing is not None and key not in missing:
             continue
         with tempfile.TemporaryDirectory(prefix="mtpeft-probe-") as tmp:
             extra = [("training.steps_per_epoch", steps), ("training.epochs", 1), ("training.max_valid_per_task", 16),
                      ("training.max_eval_per_task", 16), ("training.progress", False)]
-            train(cell_config(study, cell, Path(tmp), extra))
+            torch.set_num_threads(threads or before)
+            try:
+                train(cell_config(study, cell, Path(tmp), extra))
+            finally:
+                torch.set_num_threads(before)
             found = rate_from_run(cell.run_dir(Path(tmp)))
             if found:
-                rates[key] = found[2]
-                rates[key].source = f"probe of {steps} steps"
+                rates.append(replace(found, source=f"probe of {steps} steps"))
     return rates
 
 
 def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0, train: Callable | None = None,
-            startup: float | None = None, extra: list[tuple[str, Any]] = ()) -> tuple[str, float | None]:
+            startup: float | None = None, extra: list[tuple[str, Any]] = (),
+            threads: int | None = None, workers: int = 1) -> tuple[str, float | None]:
     """The cells, their state and estimated wall time, as a text table, and the total.
-    ``startup``: seconds per cell process (None: time one). A finished cell whose config is no
-    longer the study's (``extra``: the --set overrides) shows as ``stale``."""
+    ``startup``: seconds per cell process (None: time one). ``threads``: the torch threads each
+    cell will train on (None: this process's); ``workers``: cells trained at once. A finished cell whose config is no longer the
+    study's (``extra``: the --set overrides) shows as ``stale``."""
+    import torch
+
     from mtpeft.study.grid import cell_state, stale_changes
 
     startup = startup_seconds() if startup is None else startup
+    threads = threads or torch.get_num_threads()
+    max_len = cell_max_len(study)
     cells = plan(study)
     rates = collect_rates(ledger_folders)
     if probe_steps:
-        wanted = {(c.backbone, c.method) for c in cells} - set(rates)
-        rates |= probe_rates(study, probe_steps, train, wanted)
+        wanted = {(c.backbone, c.method) for c in cells
+                  if not (rate := find_rate(rates, c.backbone, c.method, max_len, threads)) or not rate.exact}
+        rates += probe_rates(study, probe_steps, train, wanted, threads)
     lines = [f"{'cell':<44} {'state':<12} {'tasks':>5} {'estimate':>10}  from", "-" * 96]
     total, unknown, states = 0.0, 0, []
     for cell in cells:
@@ -186,8 +238,9 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
         if stale_changes(study, cell, extra):
             state = "stale"  # trained again only with --rerun-stale; estimated as if it were
         states.append(state)
-        rate = find_rate(rates, cell.backbone, cell.method)
-        seconds = estimate_cell(study, cell, rate, startup)
+        rate = find_rate(rates, cell.backbone, cell.method, max_len, threads)
+        trained = sum(last_progress(cell.run_dir(study.output_dir)).get("examples_seen", {}).values()) if state == "interrupted" else 0
+        seconds = estimate_cell(study, cell, rate, startup, trained)
         if state == "done":
             shown = "done"
         elif seconds is None:
@@ -195,12 +248,18 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
         else:
             total += seconds
             shown = _hms(seconds) + ("" if rate.exact else "~")
-        lines.append(f"{cell.path:<44} {state:<12} {len(cell.tasks):>5} {shown:>10}  {rate.source if rate else 'no ledger (use --probe-steps N)'}")
+        source = "no ledger (use --probe-steps N)"
+        if rate:
+            differs = rate_difference(rate, cell.method, max_len, threads)
+            source = rate.source + (f" ({differs})" if differs else "")
+        lines.append(f"{cell.path:<44} {state:<12} {len(cell.tasks):>5} {shown:>10}  {source}")
     todo, stale = sum(1 for s in states if s not in ("done", "stale")), states.count("stale")
     lines.append(f"{len(cells)} cells, {todo} to run" + (f", {stale} stale (--rerun-stale)" if stale else "")
                  + f"; estimated {_hms(total)} for those with an estimate"
+                 + (f" (about {_hms(total / workers)} of wall time on {workers} workers)" if workers > 1 else "")
                  + (f"; {unknown} without one" if unknown else "") + f" (each includes {startup:.0f} s of process start-up)"
-                 + "  (~: rate of another method of the same backbone)")
+                 + f"; cells train at max_len {max_len} on {threads} torch thread{'s' if threads != 1 else ''}"
+                 + "  (~: from a run that differs as shown in brackets)")
     return "\n".join(lines), (None if unknown else total)
 
 

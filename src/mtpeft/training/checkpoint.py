@@ -133,6 +133,18 @@ def load_last(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return load_file(str(directory / LAST_TENSORS)), json.loads((directory / LAST_STATE).read_text(encoding="utf-8"))
 
 
+def last_progress(run_dir: Path) -> dict[str, Any]:
+    """The training progress in a run's last checkpoint (steps, examples_seen per task, ...),
+    without loading its tensors; {} when it has none or the state cannot be read."""
+    directory = last_dir(run_dir)
+    if directory is None:
+        return {}
+    try:
+        return json.loads((directory / LAST_STATE).read_text(encoding="utf-8")).get("progress", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return {}
+
+
 def remove_last(run_dir: Path) -> None:
     for name in (LAST, ".last.old"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
