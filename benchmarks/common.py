@@ -88,7 +88,9 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def command_line() -> str:
-    return "python " + shlex.join([sys.argv[0]] + sys.argv[1:])
+    """The command as a user would type it again, with the thread settings it ran under."""
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ]
+    return " ".join(env + ["python", shlex.join([sys.argv[0]] + sys.argv[1:])])
 
 
 def write_outputs(out_dir: Path, name: str, result: dict[str, Any], markdown: str) -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import command_line, machine  # noqa: E402
 
 from mtpeft.allocator import configure_allocator  # noqa: E402
 from mtpeft.config import load_yaml, resolve_config  # noqa: E402
@@ -242,11 +242,17 @@ def main() -> None:
     fp32 = [("training.bf16", False)]
     frozen = [("backbone.frozen_bf16", True)]  # off by default since results/perf's first run, so named here
     autocast = [("backbone.frozen_bf16", False)]  # bf16 autocast over fp32 weights
+    full_ft = [("method", {"name": "full"})]
     builders: dict[str, Callable[[str], Variant]] = {
         "naive loop, fp32": lambda n: naive_variant(devign, bf16=False),
         "naive loop, bf16 autocast": lambda n: naive_variant(devign, bf16=True),
         "mtpeft defect, before": lambda n: mtpeft_variant(n, args.data, ["defect"], before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
         "mtpeft defect, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32, args.budget, "attention dropout 0, fp32"),
+        "mtpeft defect, fp32, torch.compile": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32, args.budget, "LoRA, compiled", compiled=True),
+        "mtpeft defect, LoRA dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + [("method.dropout", 0.0)], args.budget, "LoRA without its input dropout"),
+        "mtpeft defect, LoRA on query/value only, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + [("method.target", "query,value")], args.budget, "12 LoRA sites instead of 36"),
+        "mtpeft defect, full fine-tuning, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + full_ft, args.budget, "every weight trains"),
+        "mtpeft defect, full fine-tuning, fp32, torch.compile": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + full_ft, args.budget, "every weight trains, compiled", compiled=True),
         "mtpeft 4 tasks, before": lambda n: mtpeft_variant(n, args.data, four, before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
         "mtpeft 4 tasks, attention dropout 0, bf16 autocast": lambda n: mtpeft_variant(n, args.data, four, autocast, args.budget, "lever: attention dropout"),
         "mtpeft 4 tasks, attention dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, four, fp32, args.budget, "lever: attention dropout, no autocast"),
@@ -283,7 +289,7 @@ def main() -> None:
                      "x_naive_fp32": round(b["useful_tokens_per_s"] / naive, 3) if naive else None,
                      "gflops": round(b["gflops"], 1), "mfu": round(b["gflops"] / ceiling, 4),
                      "rss_mb": round(b["rss_mb_after"], 0), "rounds_tok_s": [round(x["useful_tokens_per_s"], 1) for x in v.rounds]})
-    command = "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:])
+    command = command_line()
     report = {"command": command, "device": str(DEVICE), "machine": facts, "ceilings": {k: round(v, 1) for k, v in ceilings.items()},
               "mfu_against": "bf16" if "bf16_gflops" in ceilings else "fp32", "rounds": args.rounds,
               "seconds_per_measure": args.seconds, "results": rows}

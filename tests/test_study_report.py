@@ -176,6 +176,19 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     }
 
 
+def test_bars_and_heatmap_mark_the_sets_that_are_not_readable(tmp_path):
+    from mtpeft.study import plots
+
+    values = {"full": {"defect": 1.2, "clone": 0.4}, "lora": {"defect": 0.3, "clone": -0.2}}
+    plain = plots.grouped_bars(values, tmp_path / "plain.png", "t", "points").read_bytes()
+    marked = plots.grouped_bars(values, tmp_path / "marked.png", "t", "points", unreadable=frozenset({"defect"})).read_bytes()
+    ignored = plots.grouped_bars(values, tmp_path / "ignored.png", "t", "points", unreadable=frozenset({"flaky"})).read_bytes()
+    assert marked != plain and ignored == plain  # a set not in the plot changes nothing
+    matrix = {"defect": {"defect": None, "clone": -3.0}, "clone": {"defect": 1.0, "clone": None}}
+    plain = plots.affinity_heatmap(matrix, tmp_path / "a.png", "t").read_bytes()
+    assert plots.affinity_heatmap(matrix, tmp_path / "b.png", "t", unreadable=frozenset({"defect"})).read_bytes() != plain
+
+
 def test_report_of_a_study_without_finished_cells_says_so(tmp_path, capsys):
     from mtpeft.cli import main
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mtpeft.config import resolve_config
+from mtpeft.config import MethodConfig, resolve_config
 from mtpeft.errors import MtpeftError
 from mtpeft.training.batching import BucketedBatches
 from mtpeft.training.samplers import build_sampler
@@ -108,6 +108,10 @@ def test_choosing_another_method_drops_the_file_s_method_options():
     assert resolve_config(data, [("method.r", 8)]).method.options == {"r": 8, "alpha": 32}
     config = resolve_config(data, [("method.name", "serial_adapter"), ("method.bottleneck", 32)])
     assert (config.method.name, config.method.options) == ("serial_adapter", {"bottleneck": 32})
+    # a whole section (`--set 'method={name: full}'`) or a bare name chooses that method, not the default
+    assert resolve_config(data, [("method", {"name": "full"})]).method == MethodConfig("full", {})
+    assert resolve_config(data, [("method", "prefix"), ("method.virtual_tokens", 8)]).method == MethodConfig("prefix", {"virtual_tokens": 8})
+    assert resolve_config(data, [("method", {"name": "lora", "r": 4})]).method.options == {"r": 4}
 
 
 def test_balanced_batches_hold_the_asked_share_of_rare_positives():

@@ -327,9 +327,20 @@ def resolve_config(data: dict[str, Any], overrides: list[tuple[str, Any]] = ()) 
         training["weighting_options"] = {k.split(".", 2)[2]: v for k, v in overrides if k.startswith("training.weighting_options.")}
     if data["method"].get("name", configured_method) != configured_method:
         # the file's method options belong to the method it named, not to the one chosen instead
-        chosen = {k.split(".", 1)[1]: v for k, v in overrides if k.startswith("method.")}
-        data["method"] = chosen
+        data["method"] = overridden_method(overrides)
     return from_dict(data)
+
+
+def overridden_method(overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The method section the overrides alone give, in order: ``method`` (a whole section, or a
+    name) replaces it, ``method.KEY`` sets one option."""
+    chosen: dict[str, Any] = {}
+    for key, value in overrides:
+        if key == "method":
+            chosen = method_section(value)
+        elif key.startswith("method."):
+            chosen[key.split(".", 1)[1]] = value
+    return chosen
 
 
 def save_config(config: RunConfig, path: Path) -> None:

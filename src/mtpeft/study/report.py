@@ -323,6 +323,8 @@ def write_report(root: Path, output: Path | None = None) -> Path:
           "All metrics are on the test sets (headline metric per set: " + ", ".join(f"{s} {m}" for s, m in HEADLINE) + "); "
           "differences are in points (×100). CSV files beside this report hold every table.", ""]
     intro_end = len(md)  # the findings go here, once every table is computed
+    readable, unreadable = baseline_section(study, out)
+    noise = frozenset(unreadable)  # sets marked in the plots: no cell's change there is a result
 
     # single vs multi
     headers = ["method", "test set", "metric", "single-task", "multi-task", "Δ points"]
@@ -335,7 +337,7 @@ def write_report(root: Path, output: Path | None = None) -> Path:
             deltas.setdefault(g, {})[s] = d
     if deltas:
         plots.grouped_bars(deltas, out / "multi_minus_single.png", "Multi-task minus single-task, per method",
-                           "test metric difference (points)")
+                           "test metric difference (points)", unreadable=noise)
         md += ["![multi minus single](multi_minus_single.png)", ""]
 
     rows = peft_vs_full_rows(study)
@@ -354,7 +356,8 @@ def write_report(root: Path, output: Path | None = None) -> Path:
         name = g.replace("/", "--")
         write_csv(out / f"affinity_{name}.csv", ["task measured \\ trained with", *study.tasks],
                   [[i] + [matrix[i][j] for j in study.tasks] for i in study.tasks])
-        plots.affinity_heatmap(matrix, out / f"affinity_{name}.png", f"Task affinity ({g})", "headline test metric")
+        plots.affinity_heatmap(matrix, out / f"affinity_{name}.png", f"Task affinity ({g})", "headline test metric",
+                               unreadable=noise)
     affinity_mean = mean_matrix(list(matrices.values()))
     if matrices:
         md += ["## Task affinity", "",
@@ -368,7 +371,8 @@ def write_report(root: Path, output: Path | None = None) -> Path:
         if len(matrices) > 1:
             write_csv(out / "affinity_mean.csv", ["task measured \\ trained with", *study.tasks],
                       [[i] + [affinity_mean[i][j] for j in study.tasks] for i in study.tasks])
-            plots.affinity_heatmap(affinity_mean, out / "affinity_mean.png", "Task affinity (mean over methods)", "headline test metric")
+            plots.affinity_heatmap(affinity_mean, out / "affinity_mean.png", "Task affinity (mean over methods)", "headline test metric",
+                                   unreadable=noise)
             md += ["![affinity mean](affinity_mean.png)", ""]
 
     # loss weightings
@@ -379,7 +383,7 @@ def write_report(root: Path, output: Path | None = None) -> Path:
         for g, values in by_group.items():
             name = g.replace("/", "--")
             plots.grouped_bars(values, out / f"weightings_{name}.png", f"Loss weightings on the multi-task {g} cell",
-                               "test metric (headline)", zero_line=False)
+                               "test metric (headline)", zero_line=False, unreadable=noise)
             histories = {c.weighting: [r for rec in c.history for r in rec.get("weights", [])]
                          for c in study.cells if c.group == g and c.regime == "multi"}
             plots.weight_trajectories(histories, out / f"weight_trajectories_{name}.png", f"Loss weights per step ({g}, multi-task)")
@@ -418,7 +422,6 @@ def write_report(root: Path, output: Path | None = None) -> Path:
         plots.grouped_bars(bars, out / "savings.png", "Savings of one multi-task run", "% less than the single-task setting", xlabel="cost")
         md += ["![savings](savings.png)", ""]
 
-    readable, unreadable = baseline_section(study, out)
     found = check_findings(study, costs, affinity_mean)
     headers = ["the paper's finding", "our numbers", "verdict"]
     write_csv(out / "findings.csv", headers, [[f.claim, f.numbers, f.verdict] for f in found])
