@@ -37,16 +37,16 @@ def test_plan_lays_out_single_multi_pairs_and_weightings(tmp_path, task_files):
                        weightings={"methods": ["lora"], "names": ["learned_softmax", "equal", "gradnorm"]})
     cells = plan(load_study(path))
     paths = [c.path for c in cells]
-    assert paths == [
+    assert paths == [  # the headline comparison (single + multi per method) first, then pairs, then weightings
         "full/single/defect", "full/single/flaky", "full/single/search", "full/multi/learned_softmax",
-        "lora/single/defect", "lora/single/flaky", "lora/single/search",
-        "lora/multi/learned_softmax", "lora/multi/equal", "lora/multi/gradnorm",
+        "lora/single/defect", "lora/single/flaky", "lora/single/search", "lora/multi/learned_softmax",
         "lora/pairs/defect+flaky", "lora/pairs/defect+search", "lora/pairs/flaky+search",
+        "lora/multi/equal", "lora/multi/gradnorm",
     ]
     study = load_study(path)
     full = cell_config(study, cells[0], tmp_path / "s")
     assert (full.method.name, full.method.options, list(full.tasks)) == ("full", {}, ["defect"])
-    lora = cell_config(study, cells[-1], tmp_path / "s")
+    lora = cell_config(study, cells[10], tmp_path / "s")
     assert lora.method.options["r"] == 2 and lora.method.options["alpha"] == 8  # base's options kept for its own method
     assert (lora.training.epochs, lora.training.steps_per_epoch, lora.backbone.max_len) == (1, 2, 32)
     assert lora.output_dir == str(tmp_path / "s" / "lora/pairs/flaky+search")

@@ -57,20 +57,26 @@ def _safe(name: str) -> str:
 
 
 def plan(study: StudyConfig) -> list[Cell]:
-    """Every cell of the grid, in the order they run (cheap single-task cells of a method first)."""
-    cells: list[Cell] = []
+    """Every cell of the grid, in the order they run: the cells of the headline comparison first
+    (each method's single-task cells, then its multi-task cell with the default weighting), then
+    the pairs, then the other loss weightings. A study cut short still has its central table."""
+    headline: list[Cell] = []
+    pairs: list[Cell] = []
+    weightings: list[Cell] = []
     many_backbones = len(study.backbones) > 1
     for backbone, method in itertools.product(study.backbones, study.methods):
         prefix = f"{_safe(backbone)}/{method}" if many_backbones else method
         if "single" in study.regimes:
-            cells += [Cell(backbone, method, "single", (t,), study.weighting, f"{prefix}/single/{t}") for t in study.tasks]
+            headline += [Cell(backbone, method, "single", (t,), study.weighting, f"{prefix}/single/{t}") for t in study.tasks]
         if "multi" in study.regimes and len(study.tasks) > 1:
             names = [study.weighting] + ([w for w in study.weightings if w != study.weighting] if method in study.weighting_methods else [])
-            cells += [Cell(backbone, method, "multi", tuple(study.tasks), w, f"{prefix}/multi/{w}") for w in names]
+            multi = [Cell(backbone, method, "multi", tuple(study.tasks), w, f"{prefix}/multi/{w}") for w in names]
+            headline.append(multi[0])
+            weightings += multi[1:]
         if "pairs" in study.regimes and method in study.pair_methods and len(study.tasks) > 2:
-            cells += [Cell(backbone, method, "pairs", pair, study.weighting, f"{prefix}/pairs/{'+'.join(pair)}")
+            pairs += [Cell(backbone, method, "pairs", pair, study.weighting, f"{prefix}/pairs/{'+'.join(pair)}")
                       for pair in itertools.combinations(study.tasks, 2)]
-    return cells
+    return headline + pairs + weightings
 
 
 def cell_overrides(study: StudyConfig, cell: Cell, root: Path, extra: list[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
