@@ -19,14 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput  # noqa: E402
 from common import command_line, machine  # noqa: E402
 
-FP32 = [("training.bf16", False)]
-VARIANTS = {  # the subset of train_throughput's variants worth profiling side by side
-    "mtpeft defect, fp32": (FP32, False),
-    "mtpeft defect, LoRA dropout 0, fp32": (FP32 + [("method.dropout", 0.0)], False),
-    "mtpeft defect, LoRA on query/value only, fp32": (FP32 + [("method.target", "query,value")], False),
-    "mtpeft defect, full fine-tuning, fp32": (FP32 + [("method", {"name": "full"})], False),
-    "mtpeft defect, fp32, torch.compile": (FP32, True),
-}
+VARIANTS = {"mtpeft defect, fp32": (train_throughput.FP32, "the recipe's LoRA", False)} | train_throughput.LORA_VS_FULL
 
 
 def profile_table(step, steps: int, rows: int) -> str:
@@ -52,9 +45,9 @@ def main() -> None:
     lines = [f"# Training-step profile ({facts['cpu']}, {facts['torch_threads']} thread(s))", "", f"Command: `{command_line()}`", ""]
     for name in (n.strip() for n in args.only.split(";")):
         if name not in VARIANTS:
-            raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        overrides, compiled = VARIANTS[name]
-        variant = train_throughput.mtpeft_variant(name, args.data, ["defect"], overrides, args.budget, "", compiled=compiled)
+            raise SystemExit(f"unknown variant {name!r}; known: {'; '.join(VARIANTS)}")
+        overrides, note, compiled = VARIANTS[name]
+        variant = train_throughput.mtpeft_variant(name, args.data, ["defect"], overrides, args.budget, note, compiled=compiled)
         table = profile_table(variant.step, args.steps, args.rows)
         lines += [f"## {name}: {args.steps} steps", "", "```", table, "```", ""]
         print(f"profiled: {name}", flush=True)

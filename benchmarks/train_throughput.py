@@ -24,6 +24,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -200,6 +201,22 @@ def mtpeft_variant(name: str, data: Path, tasks: list[str], overrides: list[tupl
     return Variant(name, step, fpt, note)
 
 
+FP32 = [("training.bf16", False)]
+# defect alone, fp32: the recipe's LoRA against its parts and full fine-tuning (results/perf/lora_vs_full)
+LORA_VS_FULL: dict[str, tuple[list[tuple[str, Any]], str, bool]] = {  # name: (overrides, note, compiled)
+    "mtpeft defect, fp32, torch.compile": (FP32, "LoRA, compiled", True),
+    "mtpeft defect, LoRA dropout 0, fp32": (FP32 + [("method.dropout", 0.0)], "LoRA without its input dropout", False),
+    "mtpeft defect, LoRA on query/value only, fp32": (FP32 + [("method.target", "query,value")], "12 LoRA sites instead of 36", False),
+    "mtpeft defect, full fine-tuning, fp32": (FP32 + [("method", {"name": "full"})], "every weight trains", False),
+    "mtpeft defect, full fine-tuning, fp32, torch.compile": (FP32 + [("method", {"name": "full"})], "every weight trains, compiled", True),
+}
+
+
+def defect_variant(name: str, data: Path, budget: int) -> Variant:
+    overrides, note, compiled = LORA_VS_FULL[name]
+    return mtpeft_variant(name, data, ["defect"], overrides, budget, note, compiled=compiled)
+
+
 def measure(variant: Variant, seconds: float, warmup_steps: int) -> dict[str, float]:
     for _ in range(warmup_steps):
         variant.step()
@@ -239,20 +256,15 @@ def main() -> None:
     before = [("backbone.attention_dropout", None), ("backbone.frozen_bf16", False)]
     pad64 = [(f"tasks.{t}.options.pad_multiple", 64) for t in four]
     devign = devign_sample(args.data, 2000, 0)
-    fp32 = [("training.bf16", False)]
+    fp32 = FP32
     frozen = [("backbone.frozen_bf16", True)]  # off by default since results/perf's first run, so named here
     autocast = [("backbone.frozen_bf16", False)]  # bf16 autocast over fp32 weights
-    full_ft = [("method", {"name": "full"})]
     builders: dict[str, Callable[[str], Variant]] = {
         "naive loop, fp32": lambda n: naive_variant(devign, bf16=False),
         "naive loop, bf16 autocast": lambda n: naive_variant(devign, bf16=True),
         "mtpeft defect, before": lambda n: mtpeft_variant(n, args.data, ["defect"], before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
         "mtpeft defect, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32, args.budget, "attention dropout 0, fp32"),
-        "mtpeft defect, fp32, torch.compile": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32, args.budget, "LoRA, compiled", compiled=True),
-        "mtpeft defect, LoRA dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + [("method.dropout", 0.0)], args.budget, "LoRA without its input dropout"),
-        "mtpeft defect, LoRA on query/value only, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + [("method.target", "query,value")], args.budget, "12 LoRA sites instead of 36"),
-        "mtpeft defect, full fine-tuning, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + full_ft, args.budget, "every weight trains"),
-        "mtpeft defect, full fine-tuning, fp32, torch.compile": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32 + full_ft, args.budget, "every weight trains, compiled", compiled=True),
+        **{name: partial(defect_variant, data=args.data, budget=args.budget) for name in LORA_VS_FULL},
         "mtpeft 4 tasks, before": lambda n: mtpeft_variant(n, args.data, four, before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
         "mtpeft 4 tasks, attention dropout 0, bf16 autocast": lambda n: mtpeft_variant(n, args.data, four, autocast, args.budget, "lever: attention dropout"),
         "mtpeft 4 tasks, attention dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, four, fp32, args.budget, "lever: attention dropout, no autocast"),

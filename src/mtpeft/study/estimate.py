@@ -59,9 +59,6 @@ class Rate:
     max_len: int | None = None
     threads: int | None = None  # torch threads of the run (None: not in its ledger)
 
-    def setting(self) -> tuple[str, str, int | None, int | None]:
-        return self.backbone, self.method, self.max_len, self.threads
-
 
 def _eval_examples(sizes: dict[str, Any], splits: tuple[str, ...] = ("valid", "test")) -> int:
     return sum(sum(v.values()) if isinstance(v, dict) else 0 for s in sizes.values() for k, v in s.items() if k in splits)
@@ -216,8 +213,8 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
             threads: int | None = None, workers: int = 1) -> tuple[str, float | None]:
     """The cells, their state and estimated wall time, as a text table, and the total.
     ``startup``: seconds per cell process (None: time one). ``threads``: the torch threads each
-    cell will train on (None: this process's); ``workers``: cells trained at once. A finished cell whose config is no longer the
-    study's (``extra``: the --set overrides) shows as ``stale``."""
+    cell will train on (None: this process's); ``workers``: cells trained at once. A finished
+    cell whose config is no longer the study's (``extra``: the --set overrides) shows as ``stale``."""
     import torch
 
     from mtpeft.study.grid import cell_state, stale_changes
