@@ -256,26 +256,25 @@ def main() -> None:
     before = [("backbone.attention_dropout", None), ("backbone.frozen_bf16", False)]
     pad64 = [(f"tasks.{t}.options.pad_multiple", 64) for t in four]
     devign = devign_sample(args.data, 2000, 0)
-    fp32 = FP32
     frozen = [("backbone.frozen_bf16", True)]  # off by default since results/perf's first run, so named here
     autocast = [("backbone.frozen_bf16", False)]  # bf16 autocast over fp32 weights
     builders: dict[str, Callable[[str], Variant]] = {
         "naive loop, fp32": lambda n: naive_variant(devign, bf16=False),
         "naive loop, bf16 autocast": lambda n: naive_variant(devign, bf16=True),
         "mtpeft defect, before": lambda n: mtpeft_variant(n, args.data, ["defect"], before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
-        "mtpeft defect, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], fp32, args.budget, "attention dropout 0, fp32"),
+        "mtpeft defect, fp32": lambda n: mtpeft_variant(n, args.data, ["defect"], FP32, args.budget, "attention dropout 0, fp32"),
         **{name: partial(defect_variant, data=args.data, budget=args.budget) for name in LORA_VS_FULL},
         "mtpeft 4 tasks, before": lambda n: mtpeft_variant(n, args.data, four, before, args.budget, "attention dropout 0.1, bf16 autocast over fp32 weights"),
         "mtpeft 4 tasks, attention dropout 0, bf16 autocast": lambda n: mtpeft_variant(n, args.data, four, autocast, args.budget, "lever: attention dropout"),
-        "mtpeft 4 tasks, attention dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, four, fp32, args.budget, "lever: attention dropout, no autocast"),
+        "mtpeft 4 tasks, attention dropout 0, fp32": lambda n: mtpeft_variant(n, args.data, four, FP32, args.budget, "lever: attention dropout, no autocast"),
         "mtpeft 4 tasks, frozen bf16 weights": lambda n: mtpeft_variant(n, args.data, four, frozen, args.budget, "attention dropout 0 + frozen weights stored in bf16"),
         "mtpeft 4 tasks, frozen bf16 weights + pad to x64": lambda n: mtpeft_variant(n, args.data, four, frozen + pad64, args.budget, "lever: padding multiples"),
-        "mtpeft 4 tasks, fp32 + pad to x64": lambda n: mtpeft_variant(n, args.data, four, fp32 + pad64, args.budget, "lever: padding multiples, no autocast"),
-        "mtpeft 4 tasks, fp32, torch.compile": lambda n: mtpeft_variant(n, args.data, four, fp32, args.budget, "lever: torch.compile(dynamic=True) of the encoder", compiled=True),
-        "mtpeft 4 tasks, fp32 + pad to x64, torch.compile": lambda n: mtpeft_variant(n, args.data, four, fp32 + pad64, args.budget, "lever: torch.compile over 4 padded lengths", compiled=True),
+        "mtpeft 4 tasks, fp32 + pad to x64": lambda n: mtpeft_variant(n, args.data, four, FP32 + pad64, args.budget, "lever: padding multiples, no autocast"),
+        "mtpeft 4 tasks, fp32, torch.compile": lambda n: mtpeft_variant(n, args.data, four, FP32, args.budget, "lever: torch.compile(dynamic=True) of the encoder", compiled=True),
+        "mtpeft 4 tasks, fp32 + pad to x64, torch.compile": lambda n: mtpeft_variant(n, args.data, four, FP32 + pad64, args.budget, "lever: torch.compile over 4 padded lengths", compiled=True),
         "mtpeft 4 tasks, bf16 autocast, torch.compile": lambda n: mtpeft_variant(n, args.data, four, autocast, args.budget, "lever: torch.compile under bf16 autocast", compiled=True),
         "mtpeft 4 tasks, frozen bf16 weights + pad to x64, torch.compile": lambda n: mtpeft_variant(n, args.data, four, frozen + pad64, args.budget, "levers: frozen bf16 weights, padding, torch.compile", compiled=True),
-        "mtpeft 4 tasks, fp32, batch 32": lambda n: mtpeft_variant(n, args.data, four, fp32 + [("training.batch_size", 32)], args.budget, "lever: batch size"),
+        "mtpeft 4 tasks, fp32, batch 32": lambda n: mtpeft_variant(n, args.data, four, FP32 + [("training.batch_size", 32)], args.budget, "lever: batch size"),
     }
     wanted = [n for n in builders if not args.only or any(s.strip() == n for s in args.only.split(";"))]
     variants = []
