@@ -189,6 +189,21 @@ def test_bars_and_heatmap_mark_the_sets_that_are_not_readable(tmp_path):
     assert plots.affinity_heatmap(matrix, tmp_path / "b.png", "t", unreadable=frozenset({"defect"})).read_bytes() != plain
 
 
+def test_the_report_marks_the_unreadable_sets_in_its_plots(tmp_path, monkeypatch):
+    from mtpeft.study import plots, report
+
+    marked: dict[str, frozenset] = {}
+    for name in ("grouped_bars", "affinity_heatmap"):
+        def recording(*args, _draw=getattr(plots, name), **kwargs):
+            marked[args[1].name] = kwargs.get("unreadable", frozenset())
+            return _draw(*args, **kwargs)
+        monkeypatch.setattr(plots, name, recording)
+    report.write_report(make_fake_study(tmp_path / "study"))
+    # defect is not readable in the fake study (lora/multi/equal beats its baseline by 0.5 point only)
+    for png in ("multi_minus_single.png", "affinity_lora.png", "affinity_mean.png", "weightings_lora.png"):
+        assert marked[png] == {"defect"}, png
+
+
 def test_report_of_a_study_without_finished_cells_says_so(tmp_path, capsys):
     from mtpeft.cli import main
 
