@@ -133,6 +133,33 @@ def test_a_signal_stops_after_the_step_with_last_written_and_resume_loses_nothin
     assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
+def test_a_stop_signal_in_the_test_pass_of_a_background_run_ends_it_and_resume_evaluates_again(tmp_path, task_files, monkeypatch, capsys):
+    """Started with `nohup ... &`, a process inherits SIGINT ignored; the grid stops its cells with
+    SIGINT. A cell past its training loop (in its test pass) must still stop: exit 130, resumable."""
+    from mtpeft import recipes
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(task_files, tmp_path / "run", **RESUMABLE)))
+    original = recipes.evaluate_sets
+
+    def interrupted_test_pass(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # as the grid does; delivered before the next bytecode
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "evaluate_sets", interrupted_test_pass)
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["train", "--config", str(config), "--no-progress"]) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the inherited handler is back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    run = tmp_path / "run"
+    assert not (run / "metrics.json").exists() and (run / "last" / "state.json").exists()
+    monkeypatch.setattr(recipes, "evaluate_sets", original)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "test" in json.loads((run / "metrics.json").read_text())
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "mtpeft", "train", *args, "--no-progress"]
 

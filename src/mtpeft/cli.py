@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import warnings
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from mtpeft.baselines.command import add_parser as add_prompt_baseline_parser
 from mtpeft.config import default_config_path, load_yaml, parse_override, resolve_config, select_tasks
 from mtpeft.errors import MtpeftError
 from mtpeft.reporting import format_ledger, format_metrics
+from mtpeft.training.stopping import interrupt_on_stop_signals
 
 # shortcut flag -> dotted config key (every other option: --set key=value)
 SHORTCUTS: list[tuple[str, str, type, str]] = [
@@ -94,10 +94,14 @@ def run_train(args: argparse.Namespace) -> None:
         if args.config or args.tasks or overrides:
             base = load_yaml(args.config or args.resume / "config.yaml")
             requested = resolve_config(select_tasks(base, args.tasks), overrides)
-        result = train(resume_config(args.resume, requested), command=command, resume=True)
+        config, resume = resume_config(args.resume, requested), True
     else:
         data = select_tasks(load_yaml(args.config or default_config_path()), args.tasks)
-        result = train(resolve_config(data, overrides), command=command, overwrite=args.overwrite)
+        config, resume = resolve_config(data, overrides), False
+    # a stop signal during the test pass ends the run as one during training does (exit 130;
+    # `--resume` evaluates again), also when it was started in the background
+    with interrupt_on_stop_signals():
+        result = train(config, command=command, overwrite=args.overwrite and not resume, resume=resume)
     if "metrics" not in result:
         return  # torchrun: a rank other than 0 trained its shard; rank 0 reports
     print(format_metrics(result["metrics"] | {"trivial": result["trivial"]}))
@@ -405,12 +409,9 @@ def run_study(args: argparse.Namespace) -> None:
                            threads=threads_per_worker(args.workers), workers=args.workers)
         print(table)
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops the grid as Ctrl-C does
-    try:
+    with interrupt_on_stop_signals():  # `kill PID` stops the grid as Ctrl-C does, even started with `nohup ... &`
         outcome = run_grid(study, extra=extra, command="mtpeft " + shlex.join(sys.argv[1:]), only=args.only, workers=args.workers,
                            rerun_stale=args.rerun_stale)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     done = sum(1 for s in outcome.values() if s != "failed")
     print(f"{done} of {len(outcome)} cells finished in {study.output_dir}; report: mtpeft report {study.output_dir}")
     raise_if_failed(study.output_dir, outcome)

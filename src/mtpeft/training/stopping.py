@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -46,3 +48,22 @@ class StopSignal:
     @property
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received is not None else ""
+
+
+@contextmanager
+def interrupt_on_stop_signals() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM raise KeyboardInterrupt (a command then exits with 130),
+    whatever handlers the process inherited. A job started in the background by a shell
+    (``nohup CMD &``) inherits SIGINT *ignored*: without this, a run past its training loop (its
+    test pass) could not be stopped by ``kill -INT`` (what the study grid sends its cells), and
+    ``kill PID`` would end it without Python's clean-up. The training loop's ``StopSignal`` takes
+    over inside it and hands back to these handlers. Does nothing off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
