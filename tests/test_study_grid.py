@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from conftest import tiny_config
 from mtpeft.errors import MtpeftError
+from mtpeft.reporting import format_duration
 from mtpeft.study import estimate
 from mtpeft.study.config import load_study
 from mtpeft.study.estimate import Rate, dry_run, estimate_cell, find_rate, rate_difference, rate_from_run
@@ -88,8 +90,11 @@ def test_grid_reports_a_failed_cell_goes_on_and_resumes_skipping_finished_cells(
     stamp = (done_cell / "metrics.json").stat().st_mtime_ns
 
     calls.clear()
-    outcome = run_grid(study, real_train_recording(calls, real_train), log=lambda _: None)
+    lines: list[str] = []
+    outcome = run_grid(study, real_train_recording(calls, real_train), log=lines.append)
     assert calls == [str(failed)]  # only the failed cell ran again
+    done = [line for line in lines if "done in" in line]  # (the other cells' lines say they are done already)
+    assert len(done) == 1 and re.fullmatch(r"\[\d/8\] lora/pairs/defect\+search: done in 0h\d\dm\d\ds; 8 of 8 cells finished", done[0]), lines
     assert outcome["lora/pairs/defect+search"] == "done" and list(outcome.values()).count("skipped") == 7
     assert (done_cell / "metrics.json").stat().st_mtime_ns == stamp
     assert read_status(failed)["attempts"] == 2 and cell_state(failed) == "done"
@@ -266,7 +271,7 @@ def test_dry_run_estimates_from_a_ledger_against_hand_computed_values(tmp_path, 
     assert f"{single.path:<44} interrupted" in table and resumed == pytest.approx(total - 16 * 0.25)
     assert "of wall time" not in table
     table, _ = dry_run(study, [run], startup=5.0, workers=2)
-    assert f"(about {estimate._hms(resumed / 2)} of wall time on 2 workers)" in table
+    assert f"(about {format_duration(resumed / 2)} of wall time on 2 workers)" in table
 
 
 def test_dry_run_matches_a_reference_run_on_method_max_len_and_threads():

@@ -8,6 +8,12 @@ from typing import Any
 COMMON_METRICS = ("accuracy", "f1", "precision", "recall", "mrr")
 
 
+def format_duration(seconds: float) -> str:
+    """``1h02m03s``: a wall time as the study's logs and estimates print it."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
 def format_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
     """One row per split and set; ``trivial`` rows (majority / all-positive / random ranking) if given."""
     sets = sorted({name for split in ("valid", "test", "trivial") for name in metrics.get(split, {})})

@@ -40,6 +40,7 @@ from typing import Any, Callable
 
 import yaml
 
+from mtpeft.reporting import format_duration
 from mtpeft.study.config import StudyConfig
 from mtpeft.study.costs import whole_run_timed
 from mtpeft.study.grid import Cell, cell_config, plan
@@ -244,7 +245,7 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
             shown, unknown = "?", unknown + 1
         else:
             total += seconds
-            shown = _hms(seconds) + ("" if rate.exact else "~")
+            shown = format_duration(seconds) + ("" if rate.exact else "~")
         source = "no ledger (use --probe-steps N)"
         if rate:
             differs = rate_difference(rate, cell.method, max_len, threads)
@@ -252,14 +253,9 @@ def dry_run(study: StudyConfig, ledger_folders: list[Path], probe_steps: int = 0
         lines.append(f"{cell.path:<44} {state:<12} {len(cell.tasks):>5} {shown:>10}  {source}")
     todo, stale = sum(1 for s in states if s not in ("done", "stale")), states.count("stale")
     lines.append(f"{len(cells)} cells, {todo} to run" + (f", {stale} stale (--rerun-stale)" if stale else "")
-                 + f"; estimated {_hms(total)} for those with an estimate"
-                 + (f" (about {_hms(total / workers)} of wall time on {workers} workers)" if workers > 1 else "")
+                 + f"; estimated {format_duration(total)} for those with an estimate"
+                 + (f" (about {format_duration(total / workers)} of wall time on {workers} workers)" if workers > 1 else "")
                  + (f"; {unknown} without one" if unknown else "") + f" (each includes {startup:.0f} s of process start-up)"
                  + f"; cells train at max_len {max_len} on {threads} torch thread{'s' if threads != 1 else ''}"
                  + "  (~: from a run that differs as shown in brackets)")
     return "\n".join(lines), (None if unknown else total)
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"

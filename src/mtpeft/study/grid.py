@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from mtpeft.config import RunConfig, from_dict, load_yaml, resolve_config, save_config, select_tasks
 from mtpeft.errors import MtpeftError
+from mtpeft.reporting import format_duration
 from mtpeft.runs import write_json
 from mtpeft.study.config import BUDGET_KEYS, StudyConfig
 
@@ -325,8 +326,13 @@ def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
         state = run_cell(study, cell, root, train, extra, command, rerun_stale)
         with lock:
             outcome[cell.path] = state
+            status = read_status(cell.run_dir(root))
             if state == "failed":
-                log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {read_status(cell.run_dir(root)).get('error')}")
+                log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {status.get('error')}")
+            elif state == "done":  # a long unattended grid: how far it is, from its log alone
+                finished = sum(cell_state(c.run_dir(root)) == "done" for c in every)
+                log(f"[{i}/{len(cells)}] {cell.path}: done in {format_duration(status.get('seconds', 0))}; "
+                    f"{finished} of {len(every)} cells finished")
             write_json(root / "study.json", study_summary(study, every))
 
     queue = list(enumerate(cells, 1))
