@@ -133,7 +133,7 @@ def test_a_signal_stops_after_the_step_with_last_written_and_resume_loses_nothin
     assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
-def test_a_stop_signal_in_the_test_pass_of_a_background_run_ends_it_and_resume_evaluates_again(tmp_path, task_files, monkeypatch, capsys):
+def test_a_stop_signal_in_the_test_pass_of_a_background_run_ends_it_and_resume_evaluates_again(tmp_path, task_files, monkeypatch):
     """Started with `nohup ... &`, a process inherits SIGINT ignored; the grid stops its cells with
     SIGINT. A cell past its training loop (in its test pass) must still stop: exit 130, resumable."""
     from mtpeft import recipes
