@@ -326,14 +326,14 @@ def run_grid(study: StudyConfig, train: Callable[..., Any] | None = None,
         state = run_cell(study, cell, root, train, extra, command, rerun_stale)
         with lock:
             outcome[cell.path] = state
-            status = read_status(cell.run_dir(root))
+            summary = study_summary(study, every)  # (reads every cell's state once)
             if state == "failed":
-                log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {status.get('error')}")
+                log(f"[{i}/{len(cells)}] {cell.path}: FAILED: {read_status(cell.run_dir(root)).get('error')}")
             elif state == "done":  # a long unattended grid: how far it is, from its log alone
-                finished = sum(cell_state(c.run_dir(root)) == "done" for c in every)
-                log(f"[{i}/{len(cells)}] {cell.path}: done in {format_duration(status.get('seconds', 0))}; "
-                    f"{finished} of {len(every)} cells finished")
-            write_json(root / "study.json", study_summary(study, every))
+                finished = sum(c["state"] == "done" for c in summary["cells"])
+                seconds = read_status(cell.run_dir(root)).get("seconds", 0)
+                log(f"[{i}/{len(cells)}] {cell.path}: done in {format_duration(seconds)}; {finished} of {len(every)} cells finished")
+            write_json(root / "study.json", summary)
 
     queue = list(enumerate(cells, 1))
     running: set[Future] = set()
