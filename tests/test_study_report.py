@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtpeft.study.affinity import affinity_matrix, mean_matrix
@@ -21,6 +22,8 @@ PAIR = {frozenset(("search", "clone")): 0.02, frozenset(("search", "defect")): -
 # defect's majority class sits among the cells' defect accuracies (0.57-0.615): some cells beat it by more
 # than the 1-point noise margin, some by less (not read as beating it), some not at all
 TRIVIAL = {"defect": 0.585, "clone": 0.869, "search": 0.006, "search/cosqa": 0.0015, "flaky": 0.078}
+POSITIVE_SHARE = {"clone": 0.768, "flaky": 0.05}  # the always-positive baseline's precision on the F1 sets
+SIZES = {"defect": 1000, "clone": 1000, "search": 1000, "search/cosqa": 500, "flaky": 1000}
 
 
 def test_affinity_matrix_by_hand():
@@ -63,6 +66,8 @@ def _metrics(method: str, regime: str, tasks: tuple[str, ...], weighting_offset:
         if regime == "pairs":
             value += PAIR.get(frozenset(tasks), 0.0) if s == task else 0.0
         test[s] = {METRIC[s]: round(value, 6)}
+        if METRIC[s] == "f1":  # precision = recall = F1: the confusion counts follow from the sample's size and share
+            test[s] |= {"precision": test[s]["f1"], "recall": test[s]["f1"]}
     return {"valid": test, "test": test}
 
 
@@ -105,7 +110,10 @@ def make_fake_study(root: Path) -> Path:
         offset = {"equal": 0.0, "gradnorm": 0.01, "famo": -0.01}[weighting]
         metrics = _metrics(method, regime, tasks, offset)
         (folder / "metrics.json").write_text(json.dumps(metrics))
-        (folder / "trivial_baselines.json").write_text(json.dumps({"test": {s: {METRIC[s]: TRIVIAL[s]} for s in metrics["test"]}}))
+        (folder / "trivial_baselines.json").write_text(json.dumps(
+            {"test": {s: {METRIC[s]: TRIVIAL[s]} | ({"precision": POSITIVE_SHARE[s]} if s in POSITIVE_SHARE else {}) for s in metrics["test"]}}))
+        (folder / "data_report.json").write_text(json.dumps(
+            {"sizes": {t: {"train": 10, "test": {s: SIZES[s] for s in metrics["test"] if s.split("/")[0] == t}} for t in tasks}}))
         # lora/single/clone: resumed from a checkpoint older than the carried ledger (one sitting timed);
         # lora/single/search: resumed with the ledger carried, so its seconds cover the whole run
         timing = {"lora/single/clone": {"resumed": True}, "lora/single/search": {"resumed": True, "whole_run_timed": True}}
@@ -128,14 +136,16 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert "report.md" in capsys.readouterr().out
     report = (root / "report.md").read_text()
     for heading in ("The paper's findings, checked", "Single-task vs multi-task", "Multi-task PEFT vs multi-task full",
-                    "Task affinity", "Loss weightings", "Cost ledger", "Savings of one multi-task run", "Cells not finished"):
+                    "Task affinity", "Loss weightings", "Cost ledger", "Savings of one multi-task run", "Cells not finished",
+                    "How precise each test set is"):
         assert heading in report, heading
     assert "lora/multi/uncertainty | failed | RuntimeError: boom" in report
     assert "lora/multi/loss_normalized | running or interrupted |" in report
     assert "older than the carried ledger (lora/single/clone):" in report
     assert "CPU A (amx_bf16), 1 thread(s): 5 cell(s)" in report and "not recorded, 1 thread(s):" in report
     for name in ("single_vs_multi.csv", "peft_vs_full.csv", "affinity_lora.csv", "affinity_serial_adapter.csv", "affinity_mean.csv",
-                 "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv"):
+                 "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv",
+                 "standard_errors.csv"):
         assert len(_csv(root / name)) >= 2, name
     for name in ("multi_minus_single.png", "affinity_lora.png", "affinity_mean.png", "weightings_lora.png",
                  "weight_trajectories_lora.png", "savings.png"):
@@ -145,6 +155,12 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     rows = {(r["method"], r["test set"]): r for r in _csv(root / "single_vs_multi.csv")}
     assert float(rows[("lora", "search")]["Δ points"]) == pytest.approx(-5.0)
     assert float(rows[("serial_adapter", "clone")]["single-task"]) == pytest.approx(0.915)
+    # defect 0.60 on 1,000 examples: binomial SE 1.55 points in each cell, so the difference's is 1.55·√2
+    assert float(rows[("lora", "defect")]["SE of Δ (points)"]) == pytest.approx(100 * (2 * 0.6 * 0.4 / 1000) ** 0.5, rel=0.02)
+    errors = {r["test set"]: r for r in _csv(root / "standard_errors.csv")}
+    assert errors["flaky"]["positives"] == "50" and errors["search"]["standard error by"] == "upper bound"
+    assert 4 < float(errors["flaky"]["SE median (points)"]) < 10 and float(errors["clone"]["SE median (points)"]) < 1.6
+    assert "median standard error of one cell above 1.6 points): search/cosqa (±2.2), flaky (±" in report
     affinity = {r["task measured \\ trained with"]: r for r in _csv(root / "affinity_lora.csv")}
     assert float(affinity["search"]["clone"]) == pytest.approx(2.0) and float(affinity["defect"]["search"]) == pytest.approx(-3.0)
     assert float(affinity["flaky"]["clone"]) == pytest.approx(0.0) and affinity["clone"]["clone"] == ""
@@ -224,3 +240,27 @@ def test_an_affinity_within_the_noise_margin_is_no_effect():
     # +0.4 and -0.6 points are within a test set's noise: two of four hold
     noisy = {"search": {"clone": 0.4, "defect": -3.0}, "clone": {"search": 1.5}, "defect": {"search": -0.6}}
     assert search_clone_defect_affinity(noisy).verdict == "partly"
+
+
+def test_confusion_counts_come_back_from_the_metrics_and_their_bootstrap_matches_one_over_examples():
+    from mtpeft.evaluation.metrics import binary_f1
+    from mtpeft.study.uncertainty import confusion_counts, f1_bootstrap_se, standard_error
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(1300) < 0.04).astype(int)
+    predictions = np.where(labels == 1, rng.random(1300) < 0.5, rng.random(1300) < 0.015).astype(int)
+    metrics = binary_f1(labels, predictions)
+    tp, fp = int((labels & predictions).sum()), int(((1 - labels) & predictions).sum())
+    fn = int(labels.sum()) - tp
+    counts = confusion_counts(1300, labels.mean(), metrics["precision"], metrics["recall"])
+    assert counts == (tp, fp, fn, 1300 - tp - fp - fn)
+    # a bootstrap that resamples the examples themselves gives the same standard error
+    draws = rng.integers(0, 1300, size=(2000, 1300))
+    direct = np.std([binary_f1(labels[d], predictions[d])["f1"] for d in draws[:600]], ddof=1)
+    assert f1_bootstrap_se(counts) == pytest.approx(direct, rel=0.15)
+    assert standard_error("f1", metrics, {"precision": labels.mean()}, 1300).how == "bootstrap"
+    # what cannot be recovered gives no standard error rather than a made-up one
+    assert standard_error("f1", {"f1": 0.5}, {"precision": 0.04}, 1300) is None
+    assert standard_error("accuracy", {"accuracy": 0.5}, {}, None) is None
+    assert standard_error("accuracy", {"accuracy": 0.5}, {}, 100).value == pytest.approx(0.05)
+    assert standard_error("mrr", {"mrr": 0.5}, {}, 400).value == pytest.approx(0.025)

@@ -34,6 +34,7 @@ REPRODUCED, PARTLY, NOT, UNMEASURED = "reproduced", "partly", "not reproduced", 
 # points: a smaller difference of two test metrics (a task in a pair against alone, a cell against its
 # trivial baseline) is read as no difference: on ~1,000 test examples one standard error is 1-1.6 points
 NOISE_MARGIN = 1.0
+ASSUMED_MAX_SE = 1.6  # points: the largest standard error the margin above assumes (report: sets noisier than this)
 
 
 @dataclass

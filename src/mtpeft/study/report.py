@@ -1,7 +1,7 @@
 """``mtpeft report STUDY_DIR``: report.md, CSV files and PNGs from a study folder's cells.
 
 Every number comes from the cells' own files (metrics.json test metrics, ledger.json,
-history.json); cells not finished are listed, never filled in. Differences are in points
+history.json, trivial_baselines.json, data_report.json's test sizes); cells not finished are listed, never filled in. Differences are in points
 (x100 of a metric in [0, 1]).
 """
 
@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 from typing import Any
 
 from mtpeft.device import cpu_label
@@ -22,6 +22,7 @@ from mtpeft.study import findings as F
 from mtpeft.study import plots
 from mtpeft.study.affinity import Matrix, affinity_matrix, mean_matrix, points
 from mtpeft.study.costs import cell_costs, savings, setting_costs, whole_run_timed
+from mtpeft.study.uncertainty import StandardError, difference_se, standard_error
 
 METRIC = dict(HEADLINE)  # test set -> headline metric
 
@@ -39,6 +40,12 @@ class CellResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     group: str = ""  # method, or backbone/method when the study has several backbones
     trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # test set -> the trivial baseline's metrics
+    sizes: dict[str, int] = field(default_factory=dict)  # test set -> examples (queries for search)
+
+    def standard_error(self, set_name: str) -> StandardError | None:
+        """The standard error of this cell's headline metric on one test set."""
+        mine = headline(set_name, self.test.get(set_name, {}))
+        return standard_error(mine[0], self.test[set_name], self.trivial.get(set_name, {}), self.sizes.get(set_name)) if mine else None
 
 
 def headline(set_name: str, values: dict[str, float]) -> tuple[str, float] | None:
@@ -78,8 +85,14 @@ def load_results(root: Path) -> tuple[dict[str, Any], list[CellResult], list[dic
         results.append(CellResult(cell["path"], cell["backbone"], cell["method"], cell["regime"], list(cell["tasks"]),
                                   cell["weighting"], metrics.get("test", {}), ledger, _read(folder / "history.json", []),
                                   f"{cell['backbone']}/{cell['method']}" if many else cell["method"],
-                                  _read(folder / "trivial_baselines.json", {}).get("test", {})))
+                                  _read(folder / "trivial_baselines.json", {}).get("test", {}),
+                                  sizes_of_test_sets(_read(folder / "data_report.json", {}))))
     return summary, results, missing
+
+
+def sizes_of_test_sets(data_report: dict[str, Any]) -> dict[str, int]:
+    """test set -> its size, from a run's data_report.json."""
+    return {name: int(n) for task in data_report.get("sizes", {}).values() for name, n in task.get("test", {}).items()}
 
 
 @dataclass
@@ -103,6 +116,9 @@ class Study:
             if c.group == group and c.regime == "single":
                 out |= {s: h[1] for s, v in c.test.items() if (h := headline(s, v))}
         return out
+
+    def single_cell(self, group: str, set_name: str) -> CellResult | None:
+        return next((c for c in self.cells if c.group == group and c.regime == "single" and set_name in c.test), None)
 
     def multi_cell(self, group: str, weighting: str | None = None) -> CellResult | None:
         weighting = weighting or self.summary["weighting"]
@@ -161,15 +177,61 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return points(a, b)
 
 
+def _se(cell: CellResult | None, set_name: str) -> StandardError | None:
+    return cell.standard_error(set_name) if cell else None
+
+
 def single_vs_multi_rows(study: Study) -> list[list[Any]]:
+    """[method, test set, metric, single, multi, Δ points, SE of Δ in points] per method and set."""
     rows = []
     for g in study.groups:
-        single, multi = study.single(g), study.multi(g)
+        single, multi, multi_cell = study.single(g), study.multi(g), study.multi_cell(g)
         for s in study.sets():
             if s in single or s in multi:
                 metric = METRIC.get(s) or METRIC.get(s.split("/")[0], "")
-                rows.append([g, s, metric, single.get(s), multi.get(s), _diff(multi.get(s), single.get(s))])
+                se = difference_se(_se(study.single_cell(g, s), s), _se(multi_cell, s))
+                rows.append([g, s, metric, single.get(s), multi.get(s), _diff(multi.get(s), single.get(s)),
+                             None if se is None else 100 * se])
     return rows
+
+
+def plus_minus(se_points: float | None) -> str:
+    return "—" if se_points is None else f"±{se_points:.1f}"
+
+
+def precision_rows(study: Study) -> list[list[Any]]:
+    """Per test set: its size, the metric, how its standard error is had, and the standard error of
+    one cell's value over the cells (points): median, lowest, highest."""
+    rows = []
+    for s in study.sets():
+        errors = [(c, e) for c in study.cells if s in c.test and (e := c.standard_error(s))]
+        if not errors:
+            continue
+        in_points = sorted(100 * e.value for _, e in errors)
+        cell = errors[0][0]
+        positives = cell.trivial.get(s, {}).get("precision")
+        n = cell.sizes[s]
+        rows.append([s, n, None if positives is None else round(positives * n), headline(s, cell.test[s])[0],
+                     errors[0][1].how, median(in_points), in_points[0], in_points[-1]])
+    return rows
+
+
+def precision_section(study: Study, out: Path) -> tuple[list[str], list[str]]:
+    """The report's table of each test set's precision, and the sets noisier than the noise margin assumes."""
+    headers = ["test set", "examples (queries)", "positives", "metric", "standard error by", "SE median (points)", "SE lowest", "SE highest"]
+    rows = precision_rows(study)
+    if not rows:
+        return [], []
+    write_csv(out / "standard_errors.csv", headers, rows)
+    noisy = [f"{r[0]} ({plus_minus(r[5])})" for r in rows if r[5] > F.ASSUMED_MAX_SE]
+    md = ["## How precise each test set is", "",
+          "The standard error of one cell's test metric, in points: binomial for accuracy; for F1, a bootstrap of the "
+          "test examples, drawn as the cell's confusion counts (recovered from its precision, recall, the sample's size "
+          "and positive share); for MRR an upper bound, sqrt(m(1 − m) / queries), since no per-query ranks are kept. "
+          "The single- vs multi-task table gives the SE of each difference as if the two cells were independent; both "
+          "are scored on the same examples, so the paired error is usually smaller.", "",
+          md_table(headers, [r[:5] + [f"{v:.1f}" for v in r[5:]] for r in rows]), ""]
+    return md, noisy
 
 
 def baseline_rows(study: Study) -> list[list[Any]]:
@@ -324,15 +386,16 @@ def write_report(root: Path, output: Path | None = None) -> Path:
           "differences are in points (×100). CSV files beside this report hold every table.", ""]
     intro_end = len(md)  # the findings go here, once every table is computed
     readable, unreadable = baseline_section(study, out)
+    precise, noisy = precision_section(study, out)
     noise = frozenset(unreadable)  # sets marked in the plots: no cell's change there is a result
 
     # single vs multi
-    headers = ["method", "test set", "metric", "single-task", "multi-task", "Δ points"]
+    headers = ["method", "test set", "metric", "single-task", "multi-task", "Δ points", "SE of Δ (points)"]
     rows = single_vs_multi_rows(study)
     write_csv(out / "single_vs_multi.csv", headers, rows)
-    md += ["## Single-task vs multi-task, per method", "", md_table(headers, [r[:-1] + [signed(r[-1])] for r in rows]), ""]
+    md += ["## Single-task vs multi-task, per method", "", md_table(headers, [r[:5] + [signed(r[5]), plus_minus(r[6])] for r in rows]), ""]
     deltas = {}
-    for g, s, _, a, b, d in rows:
+    for g, s, _, a, b, d, _se_points in rows:
         if d is not None:
             deltas.setdefault(g, {})[s] = d
     if deltas:
@@ -427,8 +490,11 @@ def write_report(root: Path, output: Path | None = None) -> Path:
     write_csv(out / "findings.csv", headers, [[f.claim, f.numbers, f.verdict] for f in found])
     caveat = ([f"Not readable: {', '.join(unreadable)} (some cell does not beat its trivial baseline there; see below). "
                "A finding that rests on those sets says less than its verdict.", ""] if unreadable else [])
+    caveat += ([f"Noisier than the noise margin assumes (median standard error of one cell above {F.ASSUMED_MAX_SE:g} points): "
+                f"{', '.join(noisy)}; see 'How precise each test set is'. A difference of two cells there is read with its own "
+                "standard error, in the single- vs multi-task table.", ""] if noisy else [])
     md[intro_end:intro_end] = (["## The paper's findings, checked", "", md_table(headers, [[f.claim, f.numbers, f.verdict] for f in found]), "",
-                                *caveat, "Rules (points = ×100):", "", *rules_list(), ""] + readable)
+                                *caveat, "Rules (points = ×100):", "", *rules_list(), ""] + readable + precise)
 
     if missing:
         md += ["## Cells not finished", "", md_table(["cell", "state", "error"], [[m["path"], m["state"], m.get("error") or ""] for m in missing]), ""]
