@@ -119,7 +119,8 @@ def make_fake_study(root: Path) -> Path:
         timing = {"lora/single/clone": {"resumed": True}, "lora/single/search": {"resumed": True, "whole_run_timed": True}}
         (folder / "ledger.json").write_text(json.dumps(_ledger(method, tasks) | timing.get(path, {"resumed": False})))
         weights = [{"step": s, **{t: 1.0 + (0.02 * s if t == "search" else -0.02 * s / 3) * (weighting != "equal") for t in tasks}} for s in range(1, 11)]
-        (folder / "history.json").write_text(json.dumps([{"epoch": 1, "weights": weights}]))
+        losses = {t: 0.30 + 0.05 * (regime == "multi") for t in tasks}  # multi-task training leaves each loss higher
+        (folder / "history.json").write_text(json.dumps([{"epoch": 1, "weights": weights, "train_loss": losses, "valid": metrics["valid"]}]))
     return root
 
 
@@ -137,7 +138,7 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     report = (root / "report.md").read_text()
     for heading in ("The paper's findings, checked", "Single-task vs multi-task", "Multi-task PEFT vs multi-task full",
                     "Task affinity", "Loss weightings", "Cost ledger", "Savings of one multi-task run", "Cells not finished",
-                    "How precise each test set is"):
+                    "How precise each test set is", "What training saw"):
         assert heading in report, heading
     assert "lora/multi/uncertainty | failed | RuntimeError: boom" in report
     assert "lora/multi/loss_normalized | running or interrupted |" in report
@@ -145,7 +146,7 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert "CPU A (amx_bf16), 1 thread(s): 5 cell(s)" in report and "not recorded, 1 thread(s):" in report
     for name in ("single_vs_multi.csv", "peft_vs_full.csv", "affinity_lora.csv", "affinity_serial_adapter.csv", "affinity_mean.csv",
                  "weightings.csv", "costs_cells.csv", "costs_settings.csv", "savings.csv", "findings.csv", "trivial_baselines.csv",
-                 "standard_errors.csv"):
+                 "standard_errors.csv", "training_single_vs_multi.csv"):
         assert len(_csv(root / name)) >= 2, name
     for name in ("multi_minus_single.png", "affinity_lora.png", "affinity_mean.png", "weightings_lora.png",
                  "weight_trajectories_lora.png", "savings.png"):
@@ -157,6 +158,9 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     assert float(rows[("serial_adapter", "clone")]["single-task"]) == pytest.approx(0.915)
     # defect 0.60 on 1,000 examples: binomial SE 1.55 points in each cell, so the difference's is 1.55·√2
     assert float(rows[("lora", "defect")]["SE of Δ (points)"]) == pytest.approx(100 * (2 * 0.6 * 0.4 / 1000) ** 0.5, rel=0.02)
+    trained = {(r["method"], r["task"]): r for r in _csv(root / "training_single_vs_multi.csv")}
+    assert float(trained[("lora", "flaky")]["Δ loss"]) == pytest.approx(0.05)
+    assert float(trained[("serial_adapter", "search")]["Δ points"]) == pytest.approx(-5.0)  # the validation metric's drop
     errors = {r["test set"]: r for r in _csv(root / "standard_errors.csv")}
     assert errors["flaky"]["positives"] == "50" and errors["search"]["standard error by"] == "upper bound"
     assert 4 < float(errors["flaky"]["SE median (points)"]) < 10 and float(errors["clone"]["SE median (points)"]) < 1.6
