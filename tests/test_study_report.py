@@ -168,6 +168,10 @@ def test_report_renders_every_table_and_plot_from_a_fake_study(tmp_path, capsys)
     affinity = {r["task measured \\ trained with"]: r for r in _csv(root / "affinity_lora.csv")}
     assert float(affinity["search"]["clone"]) == pytest.approx(2.0) and float(affinity["defect"]["search"]) == pytest.approx(-3.0)
     assert float(affinity["flaky"]["clone"]) == pytest.approx(0.0) and affinity["clone"]["clone"] == ""
+    errors = {r["task measured \\ trained with"]: r for r in _csv(root / "affinity_se_lora.csv")}
+    # defect alone 0.60, beside search 0.57, each on 1,000 examples: the two binomial variances add
+    assert float(errors["defect"]["search"]) == pytest.approx(100 * (0.6 * 0.4 / 1000 + 0.57 * 0.43 / 1000) ** 0.5, rel=1e-3)
+    assert "| defect | — | +0.0 ±2.2 | -3.0 ±2.2 |" in report
     saving = {(r["multi-task run"], r["against"]): r for r in _csv(root / "savings.csv")}
     vs_full = saving[("lora", "4 single-task full FT")]
     assert float(vs_full["FLOPs ratio"]) == pytest.approx(4000 * (4 * 1010 + 20) / (4 * 1000 * 6000), rel=1e-5)

@@ -140,6 +140,18 @@ class Study:
             return None
         return affinity_matrix(self.tasks, self.single(group), pairs)
 
+    def affinity_se(self, group: str) -> Matrix:
+        """SE[i][j]: the standard error (points) of A[i][j], the pair cell's and the single cell's as if independent."""
+        out: Matrix = {i: {j: None for j in self.tasks} for i in self.tasks}
+        for c in self.cells:
+            if c.group == group and c.regime == "pairs":
+                for i in c.tasks:
+                    se = difference_se(_se(self.single_cell(group, i), i), c.standard_error(i))
+                    for j in c.tasks:
+                        if j != i and se is not None:
+                            out[i][j] = 100 * se
+        return out
+
 
 def _fmt(value: Any) -> str:
     """Metrics (below 1) with 4 decimals, seconds and megabytes with 1, large counts in 3 digits."""
@@ -220,6 +232,11 @@ def training_rows(study: Study) -> list[list[Any]]:
 
 def plus_minus(se_points: float | None) -> str:
     return "—" if se_points is None else f"±{se_points:.1f}"
+
+
+def with_se(value: float | None, se_points: float | None) -> str:
+    """A difference in points with its standard error, where both are known."""
+    return signed(value) if value is None or se_points is None else f"{signed(value)} {plus_minus(se_points)}"
 
 
 def precision_rows(study: Study) -> list[list[Any]]:
@@ -460,12 +477,19 @@ def write_report(root: Path, output: Path | None = None) -> Path:
     if matrices:
         md += ["## Task affinity", "",
                "Change of the row task's test metric when trained with the column task, relative to training it alone "
-               "(points; positive: the partner helps). Mean over the methods with pairs first.", ""]
+               "(points; positive: the partner helps), ± its standard error (the two cells' as if independent). Mean over "
+               "the methods with pairs first.", ""]
         tables = ({"mean over " + ", ".join(matrices): affinity_mean} if len(matrices) > 1 else {}) | matrices
         for label, matrix in tables.items():
-            md += [f"### {label}", "", md_table(["measured \\ with", *study.tasks], [[i] + [signed(matrix[i][j]) for j in study.tasks] for i in study.tasks]), ""]
+            errors = study.affinity_se(label) if label in matrices else {}
+            md += [f"### {label}", "", md_table(["measured \\ with", *study.tasks],
+                                                [[i] + [with_se(matrix[i][j], errors.get(i, {}).get(j)) for j in study.tasks]
+                                                 for i in study.tasks]), ""]
             if label in matrices:
-                md += [f"![affinity {label}](affinity_{label.replace('/', '--')}.png)", ""]
+                name = label.replace("/", "--")
+                write_csv(out / f"affinity_se_{name}.csv", ["task measured \\ trained with", *study.tasks],
+                          [[i] + [errors[i][j] for j in study.tasks] for i in study.tasks])
+                md += [f"![affinity {label}](affinity_{name}.png)", ""]
         if len(matrices) > 1:
             write_csv(out / "affinity_mean.csv", ["task measured \\ trained with", *study.tasks],
                       [[i] + [affinity_mean[i][j] for j in study.tasks] for i in study.tasks])
