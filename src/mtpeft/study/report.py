@@ -48,6 +48,10 @@ class CellResult:
         return standard_error(mine[0], self.test[set_name], self.trivial.get(set_name, {}), self.sizes.get(set_name)) if mine else None
 
 
+def _se(cell: CellResult | None, set_name: str) -> StandardError | None:
+    return cell.standard_error(set_name) if cell else None
+
+
 def headline(set_name: str, values: dict[str, float]) -> tuple[str, float] | None:
     metric = METRIC.get(set_name) or METRIC.get(set_name.split("/")[0]) or next(iter(values), None)
     return (metric, values[metric]) if metric in values else None
@@ -187,10 +191,6 @@ def write_csv(path: Path, headers: list[str], rows: list[list[Any]]) -> Path:
 
 def _diff(a: float | None, b: float | None) -> float | None:
     return points(a, b)
-
-
-def _se(cell: CellResult | None, set_name: str) -> StandardError | None:
-    return cell.standard_error(set_name) if cell else None
 
 
 def single_vs_multi_rows(study: Study) -> list[list[Any]]:
