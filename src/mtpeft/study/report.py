@@ -1,8 +1,8 @@
 """``mtpeft report STUDY_DIR``: report.md, CSV files and PNGs from a study folder's cells.
 
 Every number comes from the cells' own files (metrics.json test metrics, ledger.json,
-history.json, trivial_baselines.json, data_report.json's test sizes); cells not finished are listed, never filled in. Differences are in points
-(x100 of a metric in [0, 1]).
+history.json, trivial_baselines.json, data_report.json's test sizes); cells not finished are
+listed, never filled in. Differences are in points (x100 of a metric in [0, 1]).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import csv
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
@@ -42,10 +43,18 @@ class CellResult:
     trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # test set -> the trivial baseline's metrics
     sizes: dict[str, int] = field(default_factory=dict)  # test set -> examples (queries for search)
 
+    @cached_property
+    def standard_errors(self) -> dict[str, StandardError]:
+        """test set -> the standard error of this cell's headline metric there (once: F1's is a bootstrap)."""
+        out = {}
+        for set_name, values in self.test.items():
+            mine = headline(set_name, values)
+            if mine and (se := standard_error(mine[0], values, self.trivial.get(set_name, {}), self.sizes.get(set_name))):
+                out[set_name] = se
+        return out
+
     def standard_error(self, set_name: str) -> StandardError | None:
-        """The standard error of this cell's headline metric on one test set."""
-        mine = headline(set_name, self.test.get(set_name, {}))
-        return standard_error(mine[0], self.test[set_name], self.trivial.get(set_name, {}), self.sizes.get(set_name)) if mine else None
+        return self.standard_errors.get(set_name)
 
 
 def _se(cell: CellResult | None, set_name: str) -> StandardError | None:
